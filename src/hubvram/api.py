@@ -1,0 +1,131 @@
+"""The typed Python API: model references in, :class:`Architecture` (and estimates) out.
+
+    >>> from hubvram import load_model
+    >>> arch = load_model("meta-llama/Meta-Llama-3-8B", offline=True)
+    >>> arch.counts.total
+    8030261248
+
+Where answers come from, in order: a local folder (no network); otherwise the Hub through the HTTP cache
+(online: live metadata wins); when offline (``--offline`` / ``HF_HUB_OFFLINE=1``) the HTTP cache, then the
+bundled snapshot; when the network is unreachable, the bundled snapshot with a warning.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from typing import TYPE_CHECKING, Iterable, Sequence
+
+from . import snapshot
+from .architecture import Architecture, describe
+from .errors import HubvramError, NetworkError, OfflineMissError
+from .metadata import Metadata, ModelRef
+from .sources import from_hub, from_local
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .hub import HubClient
+
+
+def offline_from_env() -> bool:
+    """``HF_HUB_OFFLINE`` as huggingface_hub reads it (constants._is_true), without importing it."""
+    return os.environ.get("HF_HUB_OFFLINE", "").upper() in {"1", "ON", "YES", "TRUE"}
+
+
+def make_client(*, offline: bool | None = None, cache_dir=None, token=None, endpoint=None) -> "HubClient":
+    from .hub import HubClient  # imported lazily: local folders and snapshots never need requests
+
+    return HubClient(endpoint=endpoint, token=token, cache_dir=cache_dir, offline=offline)
+
+
+def load_metadata(ref: str | ModelRef, *, revision: str | None = None, client: "HubClient | None" = None,
+                  offline: bool | None = None, cache_dir=None, token=None, endpoint=None) -> Metadata:
+    """Fetch (or read) the metadata of one model."""
+    if not isinstance(ref, ModelRef):
+        ref = ModelRef.parse(ref, revision=revision)
+    if ref.is_local:
+        return from_local(ref)
+    if offline is None:
+        offline = offline_from_env()
+    if offline and ref.revision is None and client is None and snapshot.has(ref.repo_id) \
+            and not _http_cache_exists(cache_dir):
+        return snapshot.load(ref.repo_id)  # type: ignore[return-value]
+    own = client is None
+    client = client or make_client(offline=offline, cache_dir=cache_dir, token=token, endpoint=endpoint)
+    try:
+        return from_hub(ref, client)
+    except OfflineMissError:
+        meta = snapshot.load(ref.repo_id) if ref.revision is None else None
+        if meta is None:
+            raise
+        return meta
+    except NetworkError as e:
+        meta = snapshot.load(ref.repo_id) if ref.revision is None else None
+        if meta is None:
+            raise
+        return replace(meta, warnings=meta.warnings + (f"network unreachable ({e.message}): answered from the "
+                                                       f"bundled snapshot, recorded {meta.provenance.recorded}",))
+    finally:
+        if own:
+            client.close()
+
+
+def _http_cache_exists(cache_dir) -> bool:
+    from pathlib import Path
+
+    from .sources import default_cache_dir
+
+    root = Path(cache_dir) if cache_dir else default_cache_dir()
+    return (root / "http_cache.sqlite").exists()
+
+
+def load_model(ref: str | ModelRef, **kwargs) -> Architecture:
+    """Metadata -> Architecture for one model (see :func:`load_metadata` for the keyword arguments)."""
+    return describe(load_metadata(ref, **kwargs))
+
+
+def load_models(refs: Sequence[str | ModelRef], *, max_workers: int = 8, client: "HubClient | None" = None,
+                offline: bool | None = None, cache_dir=None, token=None, endpoint=None,
+                on_done=None) -> list[Architecture | HubvramError]:
+    """Load many models concurrently; a failing model yields its error in its slot, the others complete."""
+    parsed: list[ModelRef | HubvramError] = []
+    for r in refs:
+        try:
+            parsed.append(r if isinstance(r, ModelRef) else ModelRef.parse(r))
+        except HubvramError as e:
+            parsed.append(e)
+    needs_hub = any(isinstance(p, ModelRef) and not p.is_local for p in parsed)
+    own = client is None and needs_hub
+    if own:
+        offline = offline_from_env() if offline is None else offline
+        client = make_client(offline=offline, cache_dir=cache_dir, token=token, endpoint=endpoint)
+
+    def one(p: ModelRef | HubvramError) -> Architecture | HubvramError:
+        if isinstance(p, HubvramError):
+            return p
+        try:
+            return load_model(p, client=client, offline=offline, cache_dir=cache_dir)
+        except HubvramError as e:
+            return e
+        finally:
+            if on_done:
+                on_done()
+
+    try:
+        if len(parsed) == 1:
+            return [one(parsed[0])]
+        with ThreadPoolExecutor(max_workers=max(1, min(max_workers, len(parsed)))) as pool:
+            return list(pool.map(one, parsed))
+    finally:
+        if own and client is not None:
+            client.close()
+
+
+def iter_ids_from_file(lines: Iterable[str]) -> list[str]:
+    """Model ids from a file: one per line, ``#`` starts a comment, blank lines ignored."""
+    out = []
+    for line in lines:
+        text = line.split("#", 1)[0].strip()
+        if text:
+            out.append(text)
+    return out
