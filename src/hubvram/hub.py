@@ -1,0 +1,475 @@
+"""The Hugging Face Hub HTTP client: revision lookups, small files and safetensors headers by Range.
+
+Transport is ``requests`` through one ``requests_cache.CachedSession`` per client (huggingface_hub 1.x+
+uses httpx, which neither requests-cache nor ``responses`` sees; we use it only for tokens, endpoints
+and ``hf_hub_url``). The traps this module exists to avoid (requests-cache 1.3.x):
+
+* **Range is not in the cache key** unless listed in ``match_headers``: two ranges of one URL would
+  collide. We match on ``Range``.
+* **206 is not cached** unless listed in ``allowable_codes``. We allow (200, 206).
+* **Tokens on disk.** After the Hub's 302 from ``resolve/`` to a signed CDN URL, requests-cache stores
+  the redirect history, whose request still carries ``Authorization``; only the top-level request is
+  redacted. Our serializer's first stage strips auth headers, cookies and ``Set-Cookie`` from every
+  request/response in the entry, history included. The token is attached by an auth hook for the
+  endpoint's host only, and requests drops it on a redirect to another host.
+* **Pickle.** The default SQLite serializer is pickle, which runs code from a tampered cache file.
+  Ours is JSON (cattrs + base64 bodies); any row that fails to load is a cache miss.
+* **Incomplete answers.** A 206 whose Content-Range differs from the request, or a body shorter than
+  its Content-Length, is refused by ``filter_fn`` (never stored) and reported as ``NetworkError``.
+  A 200 to a Range request (server ignored Range) is read only as far as needed and never stored.
+* **Branches move.** Revision answers for branch names are refetched online (``force_refresh``) but
+  kept for offline use; pinned-sha URLs never expire.
+* **Offline means no sockets.** Offline lookups use ``only_if_cached`` and the session's adapters
+  are replaced by one that refuses to send.
+* **Files are private**: the cache folder is 0700 and the SQLite file (hence its -wal/-shm) 0600.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import http.cookiejar
+import json
+import os
+import random
+import re
+import threading
+import time
+from collections import Counter
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+from urllib.parse import quote, urlsplit
+
+import requests
+import requests_cache
+from huggingface_hub import constants as hf_constants
+from huggingface_hub import get_token, hf_hub_url
+from requests.adapters import BaseAdapter, HTTPAdapter
+from requests.cookies import RequestsCookieJar
+from requests.structures import CaseInsensitiveDict
+from requests_cache.serializers import SerializerPipeline, Stage
+from requests_cache.serializers.preconf import json_preconf_stage
+
+from .errors import (EntryNotFoundError, GatedRepoError, HeaderError, HubError, NetworkError,
+                     OfflineMissError, RepoNotFoundError, RevisionNotFoundError)
+from .safetensors import FIRST_READ_BYTES, MAX_HEADER_BYTES, header_length
+
+__all__ = ["HubClient", "RepoInfo", "Stats", "default_cache_dir"]
+
+_SHA_RE = re.compile(r"^[0-9a-f]{40}$")
+_RANGE_RE = re.compile(r"^bytes=(\d+)-(\d+)$")
+_CONTENT_RANGE_RE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
+_RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
+#: Dropped from every stored request and response (history included) before serialization.
+_SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "set-cookie",
+                             "x-api-key", "x-auth-token", "x-api-token", "x-access-token", "vary"})
+RETRY_AFTER_CAP_S = 10.0
+BACKOFF_CAP_S = 8.0
+TOTAL_BUDGET_S = 60.0  # per logical request, retries and waits included
+OFFLINE_HINT = "run `hubvram cache warm {repo_id}` with a network first"
+NETWORK_HINT = "check the network or use --offline"
+
+
+@dataclass(frozen=True)
+class RepoInfo:
+    repo_id: str
+    sha: str
+    files: tuple[str, ...]
+
+
+class Stats:
+    """Thread-safe counts of network requests by kind (api, file, header, header_extra), of cache
+    hits (``cache_hits``) and of retries (``retries``)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: Counter[str] = Counter()
+
+    def add(self, kind: str, n: int = 1) -> None:
+        with self._lock:
+            self._counts[kind] += n
+
+    def __getitem__(self, kind: str) -> int:
+        with self._lock:
+            return self._counts[kind]
+
+    def as_dict(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._counts)
+
+    def __repr__(self) -> str:
+        return f"Stats({self.as_dict()})"
+
+
+def default_cache_dir() -> Path:
+    """``$HUBVRAM_CACHE_DIR``, else ``$XDG_CACHE_HOME/hubvram``, else ``~/.cache/hubvram``."""
+    if os.environ.get("HUBVRAM_CACHE_DIR"):
+        return Path(os.environ["HUBVRAM_CACHE_DIR"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join("~", ".cache")
+    return Path(base).expanduser() / "hubvram"
+
+
+# --- storage: a scrubbing, JSON-only serializer --------------------------------------------------
+def _clean_headers(headers: Mapping[str, str] | None) -> CaseInsensitiveDict:
+    return CaseInsensitiveDict({k: v for k, v in (headers or {}).items()
+                                if k.lower() not in _SECRET_HEADERS})
+
+
+def _scrub(response: Any) -> Any:
+    """Strip credentials and cookies from a CachedResponse and every response in its history."""
+    for r in (response, *(getattr(response, "history", None) or ())):
+        r.headers = _clean_headers(r.headers)
+        r.cookies = RequestsCookieJar()
+        for req in (r.request, getattr(r, "_next", None)):
+            if req is not None:
+                req.headers = _clean_headers(req.headers)
+                req.cookies = RequestsCookieJar()
+    return response
+
+
+class _SafeJSONPipeline(SerializerPipeline):
+    """JSON rows only; anything that does not load as a CachedResponse is a miss (ValueError)."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            [Stage(dumps=_scrub, loads=lambda v: v), json_preconf_stage.copy(),
+             Stage(dumps=lambda v: json.dumps(v, separators=(",", ":")), loads=json.loads)],
+            name="hubvram-json-v1", is_binary=False)
+
+    def copy(self) -> "_SafeJSONPipeline":  # init_serializer() copies; keep our class
+        return _SafeJSONPipeline()
+
+    def loads(self, value: Any) -> Any:
+        try:
+            obj = super().loads(value)
+        except Exception as e:  # cattrs raises ExceptionGroups that requests-cache would not catch
+            raise ValueError(f"unreadable cache row ({type(e).__name__})") from None
+        if not isinstance(obj, requests_cache.CachedResponse):
+            raise ValueError("cache row is not a response")
+        return obj
+
+
+def _private_db(cache_dir: Path) -> Path:
+    if not cache_dir.is_dir():
+        cache_dir.mkdir(parents=True, mode=0o700, exist_ok=True)
+        os.chmod(cache_dir, 0o700)
+    db = cache_dir / "http_cache.sqlite"
+    # Create the file 0600 before SQLite does: SQLite gives -wal/-shm the database file's mode.
+    os.close(os.open(db, os.O_CREAT | os.O_RDWR, 0o600))
+    for path in (db, Path(f"{db}-wal"), Path(f"{db}-shm")):
+        if path.exists():
+            os.chmod(path, 0o600)
+    return db
+
+
+# --- transport helpers ---------------------------------------------------------------------------
+class _HubAuth(requests.auth.AuthBase):
+    """Bearer token for the endpoint's host only; requests strips it on a cross-host redirect."""
+
+    def __init__(self, token: str, host: str) -> None:
+        self._token, self._host = token, host
+
+    def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
+        if urlsplit(r.url or "").netloc == self._host:
+            r.headers["Authorization"] = f"Bearer {self._token}"
+        return r
+
+
+class _NoNetwork(BaseAdapter):
+    def send(self, request, **kwargs):  # noqa: ANN001
+        raise _OfflineBlocked(f"offline: refused to send {request.method} {request.url}")
+
+    def close(self) -> None:
+        pass
+
+
+class _OfflineBlocked(requests.ConnectionError):
+    pass
+
+
+class _Cancelled(Exception):
+    pass
+
+
+def _identity(r: Any) -> bool:
+    return r.headers.get("Content-Encoding", "identity").lower() in ("identity", "")
+
+
+def _defect(r: Any) -> str | None:
+    """Why a 200/206 answer is not a complete, correct answer to its request (None if it is)."""
+    if r.status_code == 206:
+        asked = _RANGE_RE.match(r.request.headers.get("Range", ""))
+        got = _CONTENT_RANGE_RE.match(r.headers.get("Content-Range", ""))
+        if not asked or not got:
+            return f"206 with Content-Range {r.headers.get('Content-Range')!r} for {r.request.headers.get('Range')!r}"
+        a0, a1 = int(asked[1]), int(asked[2])
+        g0, g1 = int(got[1]), int(got[2])
+        total = None if got[3] == "*" else int(got[3])
+        if (g0 != a0 or g1 < g0 or g1 > a1 or (total is not None and g1 >= total)
+                or (g1 < a1 and total is not None and g1 != total - 1)):
+            return f"Content-Range {got[0]!r} does not answer Range {asked[0]!r}"
+        expected = g1 - g0 + 1
+        length = r.headers.get("Content-Length")
+        if length is not None and _identity(r) and length.isdigit() and int(length) != expected:
+            return f"Content-Length {length} disagrees with Content-Range {got[0]!r}"
+        if len(r.content) != expected:
+            return f"truncated answer: {len(r.content)} of {expected} bytes"
+    elif r.status_code == 200 and "Range" not in r.request.headers:
+        length = r.headers.get("Content-Length")
+        if length is not None and _identity(r) and length.isdigit() and len(r.content) != int(length):
+            return f"truncated answer: {len(r.content)} of {length} bytes"
+    return None
+
+
+def _cacheable(r: Any) -> bool:
+    """filter_fn: store only complete answers, and never a 200 that ignored our Range."""
+    if r.status_code == 200 and "Range" in r.request.headers:
+        return False
+    return _defect(r) is None
+
+
+def _retry_after(r: requests.Response) -> float | None:
+    value = r.headers.get("Retry-After")
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            seconds = email.utils.parsedate_to_datetime(value).timestamp() - time.time()
+        except (TypeError, ValueError):
+            return None
+    return min(max(seconds, 0.0), RETRY_AFTER_CAP_S)
+
+
+# --- the client ----------------------------------------------------------------------------------
+class HubClient:
+    """Reads revisions, small files and safetensors headers from the Hub, through a private cache."""
+
+    def __init__(self, *, endpoint: str | None = None, token: str | None | bool = None,
+                 cache_dir: str | os.PathLike | None = None, offline: bool | None = None,
+                 max_workers: int = 32, timeout: tuple[float, float] = (5.0, 20.0),
+                 retries: int = 4) -> None:
+        self.endpoint = (endpoint or hf_constants.ENDPOINT).rstrip("/")
+        self.offline = bool(hf_constants.HF_HUB_OFFLINE if offline is None else offline)
+        self.max_workers = max(1, int(max_workers))
+        self.timeout = timeout
+        self.retries = max(0, int(retries))
+        self.cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+        self.stats = Stats()
+        self._backoff_base = 0.5
+        if token is None and not self.offline:  # offline needs no token (get_token may refresh/OIDC)
+            try:
+                token = get_token()
+            except Exception as e:
+                raise HubError(f"could not read the Hugging Face token ({type(e).__name__})",
+                               hint="check HF_TOKEN or run `hf auth login`") from None
+        self._auth = _HubAuth(token, urlsplit(self.endpoint).netloc) if isinstance(token, str) and token else None
+
+        backend = requests_cache.SQLiteCache(
+            _private_db(self.cache_dir), serializer=_SafeJSONPipeline(), wal=True, busy_timeout=30_000)
+        self._session = requests_cache.CachedSession(
+            backend=backend, expire_after=requests_cache.NEVER_EXPIRE, allowable_codes=(200, 206),
+            allowable_methods=("GET",), match_headers=["Range"], filter_fn=_cacheable,
+            stale_if_error=False)
+        self._session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
+        self._session.headers["User-Agent"] = "hubvram"
+        if self.offline:
+            self._session.adapters.clear()
+            self._session.mount("http://", _NoNetwork())
+            self._session.mount("https://", _NoNetwork())
+        else:
+            adapter = HTTPAdapter(pool_connections=4, pool_maxsize=self.max_workers, max_retries=0)
+            self._session.mount("http://", adapter)
+            self._session.mount("https://", adapter)
+
+    # -- public API -------------------------------------------------------------------------------
+    def repo_info(self, repo_id: str, revision: str | None = "main") -> RepoInfo:
+        """Resolve a branch/tag/sha to the commit sha and list the repo's files."""
+        revision = revision or "main"
+        pinned = bool(_SHA_RE.match(revision))
+        url = f"{self.endpoint}/api/models/{repo_id}/revision/{quote(revision, safe='')}"
+        r = self._request("api", url, model=repo_id, file=None, revision=revision,
+                          force_refresh=not pinned)
+        try:
+            data = r.json()
+            sha = data["sha"]
+            files = tuple(s["rfilename"] for s in data.get("siblings") or ())
+        except (ValueError, KeyError, TypeError):
+            raise HubError(f"unexpected answer from {self.endpoint} for revision {revision!r}",
+                           model=repo_id) from None
+        if not isinstance(sha, str) or not _SHA_RE.match(sha) or not all(isinstance(f, str) for f in files):
+            raise HubError(f"unexpected answer from {self.endpoint} for revision {revision!r}", model=repo_id)
+        if not self.offline and not pinned:
+            # Alias the answer under its sha URL, so `org/name@<sha>` works offline after a warm.
+            sha_url = f"{self.endpoint}/api/models/{repo_id}/revision/{sha}"
+            cache = self._session.cache
+            key = cache.create_key(requests.Request("GET", sha_url).prepare())
+            if not cache.contains(key=key):
+                cache.save_response(r, key)
+        return RepoInfo(repo_id=repo_id, sha=sha, files=files)
+
+    def fetch_file(self, repo_id: str, sha: str, filename: str) -> bytes:
+        """A small file (config.json, *.index.json) at a pinned commit."""
+        url = hf_hub_url(repo_id, filename, revision=sha, endpoint=self.endpoint)
+        r = self._request("file", url, model=repo_id, file=filename, revision=sha)
+        return r.content
+
+    def fetch_header(self, repo_id: str, sha: str, filename: str) -> tuple[bytes, int | None]:
+        """(header JSON bytes without the 8-byte prefix, file size from Content-Range or None)."""
+        return self._fetch_header(repo_id, sha, filename, None)
+
+    def fetch_headers(self, repo_id: str, sha: str,
+                      filenames: Sequence[str]) -> dict[str, tuple[bytes, int | None]]:
+        """Headers of several files concurrently; the first error cancels the rest and is raised."""
+        names = list(dict.fromkeys(filenames))
+        if len(names) <= 1:
+            return {n: self._fetch_header(repo_id, sha, n, None) for n in names}
+        cancel = threading.Event()
+        pool = ThreadPoolExecutor(max_workers=min(self.max_workers, len(names)),
+                                  thread_name_prefix="hubvram-hdr")
+        try:
+            futures = {pool.submit(self._fetch_header, repo_id, sha, n, cancel): n for n in names}
+            done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+            failed = [f for f in done if f.exception() is not None]
+            if failed:
+                cancel.set()
+                for f in futures:
+                    f.cancel()
+                first = next((f for f in failed if not isinstance(f.exception(), _Cancelled)), failed[0])
+                raise first.exception()  # type: ignore[misc]
+            return {name: f.result() for f, name in futures.items()}  # in the order asked
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def close(self) -> None:
+        self._session.close()
+
+    def __enter__(self) -> "HubClient":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- internals --------------------------------------------------------------------------------
+    def _fetch_header(self, repo_id: str, sha: str, filename: str,
+                      cancel: threading.Event | None) -> tuple[bytes, int | None]:
+        url = hf_hub_url(repo_id, filename, revision=sha, endpoint=self.endpoint)
+        first, total = self._ranged("header", url, 0, FIRST_READ_BYTES - 1, repo_id, filename, sha, cancel)
+        n = header_length(first[:8], file=filename, model=repo_id, file_size=total)
+        if 8 + n > len(first):
+            if total is None and len(first) < FIRST_READ_BYTES:
+                raise HeaderError(f"file ends at byte {len(first)}, inside its {n}-byte header",
+                                  model=repo_id, file=filename)
+            rest, total2 = self._ranged("header_extra", url, len(first), 8 + n - 1, repo_id, filename,
+                                        sha, cancel)
+            first, total = first + rest, total if total is not None else total2
+            if 8 + n > len(first):
+                raise HeaderError(f"file ends at byte {len(first)}, inside its {n}-byte header",
+                                  model=repo_id, file=filename)
+        return first[8:8 + n], total
+
+    def _ranged(self, kind: str, url: str, start: int, end: int, model: str, file: str, sha: str,
+                cancel: threading.Event | None) -> tuple[bytes, int | None]:
+        end = min(end, 8 + MAX_HEADER_BYTES - 1)  # never more than the largest legal header
+        headers = {"Range": f"bytes={start}-{end}", "Accept-Encoding": "identity"}
+        r = self._request(kind, url, model=model, file=file, revision=sha, headers=headers,
+                          stream=True, cancel=cancel)
+        try:
+            if r.status_code == 206:
+                got = _CONTENT_RANGE_RE.match(r.headers["Content-Range"])
+                return r.content, (None if got is None or got[3] == "*" else int(got[3]))
+            # 200: the server ignored Range. Read only what was asked for, store nothing.
+            buf = bytearray()
+            for chunk in r.iter_content(chunk_size=1 << 16):
+                buf += chunk
+                if len(buf) > end:
+                    break
+            length = r.headers.get("Content-Length")
+            total = int(length) if length and length.isdigit() and _identity(r) else None
+            return bytes(buf[start:end + 1]), total
+        finally:
+            r.close()
+
+    def _request(self, kind: str, url: str, *, model: str, file: str | None, revision: str,
+                 headers: dict[str, str] | None = None, stream: bool = False,
+                 force_refresh: bool = False, cancel: threading.Event | None = None) -> Any:
+        """GET with cache, retries (429/5xx/timeouts/truncation) and Hub error mapping."""
+        if self.offline:
+            try:
+                r = self._session.get(url, headers=headers, only_if_cached=True, stream=stream)
+            except _OfflineBlocked:  # defence in depth: only_if_cached should never get this far
+                r = None
+            if r is None or r.status_code == 504:  # requests-cache's "Not Cached"; 504 is never stored
+                raise OfflineMissError(f"offline and not cached ({kind} {file or revision})", model=model,
+                                       file=file, hint=OFFLINE_HINT.format(repo_id=model))
+            self.stats.add("cache_hits")
+            return self._check(r, kind, model, file, revision)
+        deadline = time.monotonic() + TOTAL_BUDGET_S
+        attempt = 0
+        while True:
+            if cancel is not None and cancel.is_set():
+                raise _Cancelled()
+            wait_s: float | None = None
+            try:
+                r = self._session.get(url, headers=headers, auth=self._auth, timeout=self.timeout,
+                                      stream=stream, force_refresh=force_refresh)
+            except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
+                    requests.exceptions.ContentDecodingError) as e:
+                self.stats.add(kind)
+                problem = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+            else:
+                self.stats.add("cache_hits" if getattr(r, "from_cache", False) else kind)
+                if r.status_code in _RETRY_STATUS:
+                    problem, wait_s = f"HTTP {r.status_code}", _retry_after(r)
+                    r.close()
+                else:
+                    defect = _defect(r) if r.status_code in (200, 206) else None
+                    if defect is None:
+                        return self._check(r, kind, model, file, revision)
+                    problem = defect
+                    r.close()
+            delay = wait_s if wait_s is not None else random.uniform(
+                0, min(BACKOFF_CAP_S, self._backoff_base * 2 ** attempt))
+            if attempt >= self.retries or time.monotonic() + delay > deadline:
+                what = f"{kind} request failed after {attempt + 1} tries ({problem})"
+                raise NetworkError(what, model=model, file=file, hint=NETWORK_HINT)
+            attempt += 1
+            self.stats.add("retries")
+            self._pause(delay, cancel)
+
+    def _pause(self, seconds: float, cancel: threading.Event | None) -> None:
+        if cancel is not None:
+            if cancel.wait(seconds):
+                raise _Cancelled()
+        else:
+            time.sleep(seconds)
+
+    def _check(self, r: Any, kind: str, model: str, file: str | None, revision: str) -> Any:
+        """Map an HTTP answer to hubvram errors; returns r when it is a success."""
+        if r.status_code in (200, 206):
+            return r
+        status = r.status_code
+        code = r.headers.get("X-Error-Code", "")
+        message = r.headers.get("X-Error-Message", "")
+        r.close()
+        gated_hint = (f"request access at {self.endpoint}/{model} and log in with `hf auth login` "
+                      f"or set HF_TOKEN")
+        if code == "GatedRepo" or (status == 403 and not code):
+            raise GatedRepoError("gated model: access not granted to this account", model=model,
+                                 file=file, hint=gated_hint)
+        if status == 401 and not code and "invalid credentials" in message.lower():
+            raise HubError("the Hub rejected the token", model=model, file=file,
+                           hint="check HF_TOKEN or run `hf auth login`")
+        if code == "RepoNotFound" or (not code and (status == 401 or (status == 404 and kind == "api"))):
+            raise RepoNotFoundError(f"model not found on {self.endpoint}", model=model, file=file,
+                                    hint="check the name; a private model needs `hf auth login` or HF_TOKEN")
+        if code == "RevisionNotFound":
+            raise RevisionNotFoundError(f"revision {revision!r} not found", model=model, file=file)
+        if code == "EntryNotFound" or status == 404:
+            raise EntryNotFoundError(f"file not found at revision {revision[:12]}", model=model, file=file)
+        if status == 416:
+            raise HeaderError("file is empty (the server refused the byte range)", model=model, file=file)
+        raise HubError(f"HTTP {status} {r.reason or ''}".strip() + (f": {message[:200]}" if message else ""),
+                       model=model, file=file)
