@@ -2,7 +2,7 @@
 
 Transport is ``requests`` through one ``requests_cache.CachedSession`` per client (huggingface_hub 1.x+
 uses httpx, which neither requests-cache nor ``responses`` sees; we use it only for tokens, endpoints
-and ``hf_hub_url``). The traps this module exists to avoid (requests-cache 1.3.x):
+and resolve-URL quoting). The traps this module exists to avoid (requests-cache 1.3.x):
 
 * **Range is not in the cache key** unless listed in ``match_headers``: two ranges of one URL would
   collide. We match on ``Range``.
@@ -44,7 +44,7 @@ from urllib.parse import quote, urlsplit
 import requests
 import requests_cache
 from huggingface_hub import constants as hf_constants
-from huggingface_hub import get_token, hf_hub_url
+from huggingface_hub import get_token
 from requests.adapters import BaseAdapter, HTTPAdapter
 from requests.cookies import RequestsCookieJar
 from requests.structures import CaseInsensitiveDict
@@ -251,7 +251,8 @@ class HubClient:
                  cache_dir: str | os.PathLike | None = None, offline: bool | None = None,
                  max_workers: int = 32, timeout: tuple[float, float] = (5.0, 20.0),
                  retries: int = 4) -> None:
-        self.endpoint = (endpoint or hf_constants.ENDPOINT).rstrip("/")
+        # HF_ENDPOINT is read now, not when huggingface_hub was imported (its constants are import-time).
+        self.endpoint = (endpoint or os.environ.get("HF_ENDPOINT") or hf_constants.ENDPOINT).rstrip("/")
         self.offline = bool(hf_constants.HF_HUB_OFFLINE if offline is None else offline)
         self.max_workers = max(1, int(max_workers))
         self.timeout = timeout
@@ -312,7 +313,7 @@ class HubClient:
 
     def fetch_file(self, repo_id: str, sha: str, filename: str) -> bytes:
         """A small file (config.json, *.index.json) at a pinned commit."""
-        url = hf_hub_url(repo_id, filename, revision=sha, endpoint=self.endpoint)
+        url = self._file_url(repo_id, sha, filename)
         r = self._request("file", url, model=repo_id, file=filename, revision=sha)
         return r.content
 
@@ -353,9 +354,13 @@ class HubClient:
         self.close()
 
     # -- internals --------------------------------------------------------------------------------
+    def _file_url(self, repo_id: str, revision: str, filename: str) -> str:
+        """``{endpoint}/{repo}/resolve/{rev}/{file}``, quoted as ``huggingface_hub.hf_hub_url`` does."""
+        return f"{self.endpoint}/{repo_id}/resolve/{quote(revision, safe='')}/{quote(filename)}"
+
     def _fetch_header(self, repo_id: str, sha: str, filename: str,
                       cancel: threading.Event | None) -> tuple[bytes, int | None]:
-        url = hf_hub_url(repo_id, filename, revision=sha, endpoint=self.endpoint)
+        url = self._file_url(repo_id, sha, filename)
         first, total = self._ranged("header", url, 0, FIRST_READ_BYTES - 1, repo_id, filename, sha, cancel)
         n = header_length(first[:8], file=filename, model=repo_id, file_size=total)
         if 8 + n > len(first):
