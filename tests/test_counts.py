@@ -186,3 +186,11 @@ def test_falcon_bin_index_total_size_matches_stored_tied_copy(tmp_path):
     assert arch.counts.stored_bytes == 14_434_379_520
     assert arch.dims.tied_embeddings and arch.dims.num_kv_heads == 1 and arch.dims.parallel_attention
     assert arch.warnings == ()
+
+
+def test_gpt2_conv1d_shapes_read_as_in_out():
+    name, cfg, _ = UNSEEN[-1]
+    arch = _from_config(cfg, name)
+    assert [(m.name, m.group, m.in_features, m.out_features, m.bias) for m in arch.linears] == [
+        ("c_attn", "attention", 768, 2304, True), ("c_proj", "attention", 768, 768, True),
+        ("c_fc", "mlp", 768, 3072, True), ("c_proj", "mlp", 3072, 768, True)]

@@ -220,17 +220,13 @@ def count(tensors: tuple[ParamTensor, ...]) -> ParameterCounts:
     )
 
 
-def linear_modules(tensors: tuple[ParamTensor, ...]) -> tuple[LinearModule, ...]:
+def linear_modules(tensors: tuple[ParamTensor, ...], conv1d: bool = False) -> tuple[LinearModule, ...]:
     """Group Linear weights by module name and shape, e.g. ``q_proj`` (4096 -> 4096) x 32.
 
     Shapes are read as torch ``nn.Linear`` stores them, (out_features, in_features); GPT-2's Conv1D
-    stores (in, out) and is recognised by its module names (``c_attn``, ``c_fc``, ``c_proj`` under a
-    ``transformer.h`` prefix with a ``wpe``). Packed formats store a different shape, so for them the
-    real shape is taken from the unpacked parameter count.
+    (``conv1d=True``) stores (in, out). Packed formats store a different shape, so for them the real
+    shape is taken from the unpacked parameter count.
     """
-    conv1d = any(t.name.endswith("wpe.weight") for t in tensors) and any(
-        t.module == "c_attn" for t in tensors) and not any(t.name.endswith("c_attn.weight") and
-                                                           t.shape and t.shape[0] < t.shape[-1] for t in tensors)
     biases = {t.name[: -len(".bias")] for t in tensors if t.kind == "bias"}
     agg: dict[tuple[str, int, int, str, bool, bool], int] = {}
     for t in tensors:
@@ -250,7 +246,7 @@ def linear_modules(tensors: tuple[ParamTensor, ...]) -> tuple[LinearModule, ...]
             continue
         else:
             out_f, in_f = (t.shape[0], t.shape[1]) if len(t.shape) == 2 else (t.shape[0], t.params // t.shape[0])
-            if conv1d and t.module in ("c_attn", "c_fc", "c_proj", "q_attn"):
+            if conv1d:
                 in_f, out_f = out_f, in_f
         base = t.name.rsplit(".", 1)[0]
         key = (t.module or "?", in_f, out_f, t.group, base in biases, t.is_expert)
@@ -269,7 +265,7 @@ def describe(meta: Metadata) -> Architecture:
     warnings = list(meta.warnings)
     warnings += cross_check(dims, tensors, meta)
     return Architecture(metadata=meta, dims=dims, tensors=tensors, counts=counts,
-                        linears=linear_modules(tensors), warnings=tuple(warnings))
+                        linears=linear_modules(tensors, conv1d=dims.family == "gpt2"), warnings=tuple(warnings))
 
 
 def cross_check(dims: Dims, tensors: tuple[ParamTensor, ...], meta: Metadata) -> list[str]:
