@@ -194,3 +194,16 @@ def test_gpt2_conv1d_shapes_read_as_in_out():
     assert [(m.name, m.group, m.in_features, m.out_features, m.bias) for m in arch.linears] == [
         ("c_attn", "attention", 768, 2304, True), ("c_proj", "attention", 768, 768, True),
         ("c_fc", "mlp", 768, 3072, True), ("c_proj", "mlp", 3072, 768, True)]
+
+
+def test_config_and_tensors_disagreeing_is_reported(tmp_path):
+    cfg = snapshot_config("Qwen/Qwen2.5-0.5B")
+    tensors = [(t.name, t.dtype, t.shape) for t in tensors_from_config(cfg)[0]]
+    write_header_only(tmp_path / "model.safetensors", tensors)
+    (tmp_path / "config.json").write_text(json.dumps(dict(cfg, num_hidden_layers=20, tie_word_embeddings=False)))
+    arch = load_model(str(tmp_path))
+    assert arch.warnings == (
+        "config.json says tie_word_embeddings=false but the checkpoint stores no lm_head (treated as tied)",
+        "config.json num_hidden_layers=20 but the checkpoint stores 24 decoder layers")
+    assert arch.counts.total == 494_032_768  # the tensors win
+    assert arch.dims.tied_embeddings

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Mapping
 
 from .config import Dims, dims_from_config
@@ -142,6 +142,7 @@ def classify(name: str) -> tuple[str, str]:
 
 _LINEAR_SUFFIX_RE = re.compile(r"(?:^|\.)([A-Za-z_][A-Za-z0-9_]*)\.(weight|qweight|weight_packed)$")
 _EXPERT_FUSED_RE = re.compile(r"\.experts\.(gate_up_proj|down_proj|w1|w2|w3|gate_proj|up_proj)(_blocks)?$")
+_LAYER_RE = re.compile(r"(?:^|\.)(?:layers|h|blocks|layer)\.(\d+)\.")
 _TOP_HEAD_RE = re.compile(r"^(lm_head|embed_out|output)\.weight$")
 _NON_LINEAR_MODULES = {"embed_tokens", "wte", "wpe", "word_embeddings", "embed_in", "tok_embeddings",
                        "embed_positions", "position_embeddings"}
@@ -264,6 +265,9 @@ def describe(meta: Metadata) -> Architecture:
     counts = count(tensors)
     warnings = list(meta.warnings)
     warnings += cross_check(dims, tensors, meta)
+    if meta.tensors_from == "safetensors" and not dims.tied_embeddings and not dims.is_encoder_only and not any(
+            t.group == "lm_head" and _TOP_HEAD_RE.match(t.name) for t in tensors):
+        dims = replace(dims, tied_embeddings=True)  # the tensors win over config.json
     return Architecture(metadata=meta, dims=dims, tensors=tensors, counts=counts,
                         linears=linear_modules(tensors, conv1d=dims.family == "gpt2"), warnings=tuple(warnings))
 
@@ -282,6 +286,11 @@ def cross_check(dims: Dims, tensors: tuple[ParamTensor, ...], meta: Metadata) ->
            and t.shape[0] >= 1000]
     if emb and emb[0].shape[0] != dims.vocab_size:
         out.append(f"config.json vocab_size={dims.vocab_size} but {emb[0].name} has {emb[0].shape[0]} rows")
+    layers = {int(m.group(1)) for t in tensors if t.group != "vision" and (m := _LAYER_RE.search(t.name))}
+    if layers and len(layers) != dims.num_layers + dims.mtp_layers:
+        out.append(f"config.json num_hidden_layers={dims.num_layers}"
+                   + (f" (+{dims.mtp_layers} MTP)" if dims.mtp_layers else "")
+                   + f" but the checkpoint stores {len(layers)} decoder layers")
     if meta.index_total_size is not None:
         stored = sum(t.stored_bytes for t in tensors)
         if stored != meta.index_total_size:
