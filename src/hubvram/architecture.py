@@ -143,7 +143,7 @@ def classify(name: str) -> tuple[str, str]:
 _LINEAR_SUFFIX_RE = re.compile(r"(?:^|\.)([A-Za-z_][A-Za-z0-9_]*)\.(weight|qweight|weight_packed)$")
 _EXPERT_FUSED_RE = re.compile(r"\.experts\.(gate_up_proj|down_proj|w1|w2|w3|gate_proj|up_proj)(_blocks)?$")
 _LAYER_RE = re.compile(r"(?:^|\.)(?:layers|h|blocks|layer)\.(\d+)\.")
-_TOP_HEAD_RE = re.compile(r"^(lm_head|embed_out|output)\.weight$")
+_TOP_HEAD_RE = re.compile(r"^(?:\w+\.)?(lm_head|embed_out|output)\.weight$")  # incl. language_model.lm_head
 _NON_LINEAR_MODULES = {"embed_tokens", "wte", "wpe", "word_embeddings", "embed_in", "tok_embeddings",
                        "embed_positions", "position_embeddings"}
 
