@@ -207,3 +207,21 @@ def test_config_and_tensors_disagreeing_is_reported(tmp_path):
         "config.json num_hidden_layers=20 but the checkpoint stores 24 decoder layers")
     assert arch.counts.total == 494_032_768  # the tensors win
     assert arch.dims.tied_embeddings
+
+
+def test_multimodal_repo_dims_from_text_config_and_vision_group(tmp_path):
+    text = {"model_type": "llama", "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+            "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 1000, "tie_word_embeddings": False}
+    cfg = {"architectures": ["LlavaForConditionalGeneration"], "model_type": "llava", "text_config": text,
+           "vision_config": {"hidden_size": 32}, "torch_dtype": "bfloat16"}
+    lm = [("language_model." + t.name, "BF16", t.shape) for t in tensors_from_config(text)[0]]
+    vision = [("vision_tower.vision_model.encoder.layers.0.self_attn.q_proj.weight", "BF16", (32, 32)),
+              ("multi_modal_projector.linear_1.weight", "BF16", (64, 32))]
+    write_header_only(tmp_path / "model.safetensors", lm + vision)
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    arch = load_model(str(tmp_path))
+    assert arch.dims.text_config and arch.dims.hidden_size == 64 and arch.dims.num_layers == 2
+    assert arch.counts.by_group["vision"] == 32 * 32 + 64 * 32
+    assert arch.counts.by_group["lm_head"] == 64_000 and not arch.dims.tied_embeddings
+    assert arch.warnings == ()
+    assert all(m.group != "vision" for m in arch.linears if m.name == "q_proj" and m.in_features == 64)
