@@ -1,8 +1,7 @@
 """Shared test helpers: fixture paths and a safetensors header writer for huge virtual shapes.
 
-``write_header_only`` produces the same header bytes the ``safetensors`` library writes (checked in
-tests/test_safetensors.py against the library itself) and a sparse file of the right size, so that a
-405B-parameter checkpoint can live in a temp folder without a byte of weights.
+``write_header_only`` writes the header bytes the ``safetensors`` library would write and a sparse file
+of the right size, so that a 405B-parameter checkpoint can live in a temp folder without a byte of weights.
 """
 
 from __future__ import annotations
@@ -12,7 +11,7 @@ import struct
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from hubvram.metadata import DTYPE_BITS
+from fakehub import build_safetensors_header
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAPSHOTS = ROOT / "fixtures" / "hub-snapshots"
@@ -26,27 +25,14 @@ def snapshot_config(model_id: str) -> dict:
     return json.loads(path.read_text())
 
 
-def header_bytes(tensors: Sequence[tuple[str, str, Sequence[int]]], metadata: Mapping[str, str] | None = None) -> tuple[bytes, int]:
-    """The safetensors header (with its 8-byte prefix) for tensors laid out in the given order.
+def header_bytes(tensors: Sequence[tuple[str, str, Sequence[int]]],
+                 metadata: Mapping[str, str] | None = None) -> tuple[bytes, int]:
+    """The safetensors file prefix (8-byte length + header) for tensors, and the data length.
 
-    Mirrors safetensors/src/tensor.rs ``prepare``: tensors sorted by dtype alignment (descending) then
-    name, JSON without spaces, header padded with spaces to a multiple of 8.
+    Built by the fake Hub's writer, which is byte-identical to the safetensors library (tests/test_fakehub.py).
     """
-    order = sorted(tensors, key=lambda t: (-DTYPE_BITS[t[1]], t[0]))
-    obj: dict = {}
-    if metadata:
-        obj["__metadata__"] = dict(metadata)
-    pos = 0
-    for name, dtype, shape in order:
-        n = 1
-        for s in shape:
-            n *= s
-        size = n * DTYPE_BITS[dtype] // 8
-        obj[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [pos, pos + size]}
-        pos += size
-    raw = json.dumps(obj, separators=(",", ":")).encode()
-    raw += b" " * (-len(raw) % 8)
-    return struct.pack("<Q", len(raw)) + raw, pos
+    head, data_len = build_safetensors_header({n: (d, tuple(s)) for n, d, s in tensors}, metadata)
+    return struct.pack("<Q", len(head)) + head, data_len
 
 
 def write_header_only(path: Path, tensors, metadata=None) -> int:
