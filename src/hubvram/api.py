@@ -7,7 +7,8 @@
 
 Where answers come from, in order: a local folder (no network); otherwise the Hub through the HTTP cache
 (online: live metadata wins); when offline (``--offline`` / ``HF_HUB_OFFLINE=1``) the HTTP cache, then the
-bundled snapshot; when the network is unreachable, the bundled snapshot with a warning.
+metadata store (``hubvram cache import``), then the bundled snapshot; when the network is unreachable, the
+same three with a warning. Offline with no HTTP cache file, neither requests nor the cache is touched.
 """
 
 from __future__ import annotations
@@ -32,42 +33,73 @@ def offline_from_env() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").upper() in {"1", "ON", "YES", "TRUE"}
 
 
-def make_client(*, offline: bool | None = None, cache_dir=None, token=None, endpoint=None) -> "HubClient":
+def make_client(*, offline: bool | None = None, cache_dir=None, token=None, endpoint=None,
+                max_age=None) -> "HubClient":
     from .hub import HubClient  # imported lazily: local folders and snapshots never need requests
 
-    return HubClient(endpoint=endpoint, token=token, cache_dir=cache_dir, offline=offline)
+    return HubClient(endpoint=endpoint, token=token, cache_dir=cache_dir, offline=offline, max_age=max_age)
 
 
 def load_metadata(ref: str | ModelRef, *, revision: str | None = None, client: "HubClient | None" = None,
-                  offline: bool | None = None, cache_dir=None, token=None, endpoint=None) -> Metadata:
-    """Fetch (or read) the metadata of one model."""
+                  offline: bool | None = None, cache_dir=None, token=None, endpoint=None,
+                  max_age=None) -> Metadata:
+    """Fetch (or read) the metadata of one model. ``max_age``: see :func:`hubvram.hub.parse_max_age`."""
     if not isinstance(ref, ModelRef):
         ref = ModelRef.parse(ref, revision=revision)
     if ref.is_local:
         return from_local(ref)
     if offline is None:
         offline = offline_from_env()
-    if offline and ref.revision is None and client is None and snapshot.has(ref.repo_id) \
-            and not _http_cache_exists(cache_dir):
-        return snapshot.load(ref.repo_id)  # type: ignore[return-value]
+    if offline and client is None and not _http_cache_exists(cache_dir):
+        return _stored(ref, cache_dir, None)  # nothing was ever fetched here: no requests import, no files
     own = client is None
-    client = client or make_client(offline=offline, cache_dir=cache_dir, token=token, endpoint=endpoint)
+    client = client or make_client(offline=offline, cache_dir=cache_dir, token=token, endpoint=endpoint,
+                                   max_age=max_age)
     try:
         return from_hub(ref, client)
-    except OfflineMissError:
-        meta = snapshot.load(ref.repo_id) if ref.revision is None else None
-        if meta is None:
-            raise
-        return meta
+    except OfflineMissError as e:
+        return _stored(ref, getattr(client, "cache_dir", cache_dir), e)
     except NetworkError as e:
-        meta = snapshot.load(ref.repo_id) if ref.revision is None else None
-        if meta is None:
-            raise
-        return replace(meta, warnings=meta.warnings + (f"network unreachable ({e.message}): answered from the "
-                                                       f"bundled snapshot, recorded {meta.provenance.recorded}",))
+        return _unreachable(ref, client, cache_dir, e)
     finally:
         if own:
             client.close()
+
+
+def _stored(ref: ModelRef, cache_dir, miss: OfflineMissError | None) -> Metadata:
+    """Offline after the HTTP cache: imported metadata, then the bundled snapshot (no revision asked)."""
+    from .cache import store_lookup
+
+    meta = store_lookup(ref, cache_dir)
+    if meta is None and ref.revision is None:
+        meta = snapshot.load(ref.repo_id)
+    if meta is not None:
+        return meta
+    if miss is not None and miss.file is not None:
+        raise miss  # the revision is cached but a file is not: say which
+    raise OfflineMissError("offline, and not in the HTTP cache, imported metadata or the bundled snapshot",
+                           model=ref.display, hint=f"run `hubvram cache warm {ref.display}` with a network "
+                                                   "first, or `hubvram cache import FILE`")
+
+
+def _unreachable(ref: ModelRef, client: "HubClient", cache_dir, e: NetworkError) -> Metadata:
+    """Online but the network failed: what we would answer offline, with a warning saying so."""
+    try:
+        offline_client = make_client(offline=True, cache_dir=getattr(client, "cache_dir", cache_dir),
+                                     endpoint=getattr(client, "endpoint", None))
+        try:
+            meta = from_hub(ref, offline_client)
+            where = f"the HTTP cache (commit {meta.revision})"
+        finally:
+            offline_client.close()
+    except OfflineMissError:
+        try:
+            meta = _stored(ref, getattr(client, "cache_dir", cache_dir), None)
+        except OfflineMissError:
+            raise e from None
+        where = (f"the bundled snapshot, recorded {meta.provenance.recorded}" if meta.source == "snapshot"
+                 else f"imported metadata (commit {meta.revision}), recorded {meta.provenance.recorded}")
+    return replace(meta, warnings=meta.warnings + (f"network unreachable ({e.message}): answered from {where}",))
 
 
 def _http_cache_exists(cache_dir) -> bool:
@@ -86,7 +118,7 @@ def load_model(ref: str | ModelRef, **kwargs) -> Architecture:
 
 def load_models(refs: Sequence[str | ModelRef], *, max_workers: int = 8, client: "HubClient | None" = None,
                 offline: bool | None = None, cache_dir=None, token=None, endpoint=None,
-                on_done=None) -> list[Architecture | HubvramError]:
+                on_done=None, max_age=None) -> list[Architecture | HubvramError]:
     """Load many models concurrently; a failing model yields its error in its slot, the others complete."""
     parsed: list[ModelRef | HubvramError] = []
     for r in refs:
@@ -95,10 +127,12 @@ def load_models(refs: Sequence[str | ModelRef], *, max_workers: int = 8, client:
         except HubvramError as e:
             parsed.append(e)
     needs_hub = any(isinstance(p, ModelRef) and not p.is_local for p in parsed)
-    own = client is None and needs_hub
+    offline = offline_from_env() if offline is None else offline
+    # offline with no HTTP cache file: each model goes the fast path (store, snapshot), no client
+    own = client is None and needs_hub and not (offline and not _http_cache_exists(cache_dir))
     if own:
-        offline = offline_from_env() if offline is None else offline
-        client = make_client(offline=offline, cache_dir=cache_dir, token=token, endpoint=endpoint)
+        client = make_client(offline=offline, cache_dir=cache_dir, token=token, endpoint=endpoint,
+                             max_age=max_age)
 
     def one(p: ModelRef | HubvramError) -> Architecture | HubvramError:
         if isinstance(p, HubvramError):

@@ -18,7 +18,13 @@ and resolve-URL quoting). The traps this module exists to avoid (requests-cache 
   its Content-Length, is refused by ``filter_fn`` (never stored) and reported as ``NetworkError``.
   A 200 to a Range request (server ignored Range) is read only as far as needed and never stored.
 * **Branches move.** Revision answers for branch names are refetched online (``force_refresh``) but
-  kept for offline use; pinned-sha URLs never expire.
+  kept for offline use.
+* **Revalidation, not refetching.** Everything else is addressed by a commit sha and cannot change, but
+  entries older than ``max_age`` (``HUBVRAM_MAX_AGE``, default 7 days; ``never`` disables it) are
+  revalidated online: requests-cache sends the stored ETag as ``If-None-Match`` and a 304 renews the
+  entry without a body. A 304's Content-Length/Content-Range describe the whole file, not our range, so
+  they are dropped before requests-cache merges the 304's headers into the stored 206.
+  Offline, every stored entry is usable whatever its age.
 * **Offline means no sockets.** Offline lookups use ``only_if_cached`` and the session's adapters
   are replaced by one that refuses to send.
 * **Files are private**: the cache folder is 0700 and the SQLite file (hence its -wal/-shm) 0600.
@@ -37,6 +43,7 @@ import time
 from collections import Counter
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 from urllib.parse import quote, urlsplit
@@ -55,7 +62,7 @@ from .errors import (EntryNotFoundError, GatedRepoError, HeaderError, HubError, 
                      OfflineMissError, RepoNotFoundError, RevisionNotFoundError)
 from .safetensors import FIRST_READ_BYTES, MAX_HEADER_BYTES, header_length
 
-__all__ = ["HubClient", "RepoInfo", "Stats", "default_cache_dir"]
+__all__ = ["HubClient", "RepoInfo", "Stats", "default_cache_dir", "max_age_from_env", "parse_max_age"]
 
 _SHA_RE = re.compile(r"^[0-9a-f]{40}$")
 _RANGE_RE = re.compile(r"^bytes=(\d+)-(\d+)$")
@@ -69,6 +76,36 @@ BACKOFF_CAP_S = 8.0
 TOTAL_BUDGET_S = 60.0  # per logical request, retries and waits included
 OFFLINE_HINT = "run `hubvram cache warm {repo_id}` with a network first"
 NETWORK_HINT = "check the network or use --offline"
+DEFAULT_MAX_AGE_S = 7 * 24 * 3600
+_AGE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$", re.I)
+_AGE_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_max_age(text: str | int | float | None) -> float | None:
+    """``"90s"``, ``"12h"``, ``"7d"``, ``"2w"``, plain seconds, or ``"never"`` (-> None).
+
+    Values under one second are raised to one second: requests-cache does not store an answer that is
+    born expired and has no validator, which would leave nothing for offline use."""
+    if text is None:
+        return float(DEFAULT_MAX_AGE_S)
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        seconds = float(text)
+    else:
+        raw = str(text).strip().lower()
+        if raw in ("never", "none", "inf", "off"):
+            return None
+        m = _AGE_RE.match(raw)
+        if not m:
+            raise ValueError(f"invalid max age {text!r} (expected e.g. 3600, 90s, 12h, 7d, 2w or never)")
+        seconds = float(m[1]) * _AGE_UNITS[m[2]]
+    if seconds < 0:
+        raise ValueError(f"invalid max age {text!r} (negative)")
+    return max(seconds, 1.0)
+
+
+def max_age_from_env() -> float | None:
+    """``$HUBVRAM_MAX_AGE`` (see :func:`parse_max_age`), default 7 days."""
+    return parse_max_age(os.environ.get("HUBVRAM_MAX_AGE") or None)
 
 
 @dataclass(frozen=True)
@@ -76,11 +113,13 @@ class RepoInfo:
     repo_id: str
     sha: str
     files: tuple[str, ...]
+    #: the Hub's published ``safetensors.total`` (Σ numel of the stored tensors) when the answer has one
+    safetensors_total: int | None = None
 
 
 class Stats:
     """Thread-safe counts of network requests by kind (api, file, header, header_extra), of cache
-    hits (``cache_hits``) and of retries (``retries``)."""
+    hits (``cache_hits``), of revalidations answered 304 (``revalidated``) and of retries (``retries``)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -192,6 +231,15 @@ class _Cancelled(Exception):
     pass
 
 
+def _drop_304_entity_headers(r: requests.Response, *args: Any, **kwargs: Any) -> requests.Response:
+    """Response hook: a 304's Content-Length/Content-Range (if any) describe the full representation;
+    requests-cache would merge them into the stored 206 and make it look truncated."""
+    if r.status_code == 304:
+        for name in ("Content-Length", "Content-Range", "Transfer-Encoding"):
+            r.headers.pop(name, None)
+    return r
+
+
 def _identity(r: Any) -> bool:
     return r.headers.get("Content-Encoding", "identity").lower() in ("identity", "")
 
@@ -250,7 +298,7 @@ class HubClient:
     def __init__(self, *, endpoint: str | None = None, token: str | None | bool = None,
                  cache_dir: str | os.PathLike | None = None, offline: bool | None = None,
                  max_workers: int = 32, timeout: tuple[float, float] = (5.0, 20.0),
-                 retries: int = 4) -> None:
+                 retries: int = 4, max_age: str | float | None = None) -> None:
         # HF_ENDPOINT is read now, not when huggingface_hub was imported (its constants are import-time).
         self.endpoint = (endpoint or os.environ.get("HF_ENDPOINT") or hf_constants.ENDPOINT).rstrip("/")
         self.offline = bool(hf_constants.HF_HUB_OFFLINE if offline is None else offline)
@@ -260,6 +308,8 @@ class HubClient:
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
         self.stats = Stats()
         self._backoff_base = 0.5
+        #: seconds after which a stored entry is revalidated online (None: never); offline ignores it
+        self.max_age = max_age_from_env() if max_age is None else parse_max_age(max_age)
         if token is None and not self.offline:  # offline needs no token (get_token may refresh/OIDC)
             try:
                 token = get_token()
@@ -271,9 +321,11 @@ class HubClient:
         backend = requests_cache.SQLiteCache(
             _private_db(self.cache_dir), serializer=_SafeJSONPipeline(), wal=True, busy_timeout=30_000)
         self._session = requests_cache.CachedSession(
-            backend=backend, expire_after=requests_cache.NEVER_EXPIRE, allowable_codes=(200, 206),
+            backend=backend, allowable_codes=(200, 206),
+            expire_after=requests_cache.NEVER_EXPIRE if self.max_age is None else timedelta(seconds=self.max_age),
             allowable_methods=("GET",), match_headers=["Range"], filter_fn=_cacheable,
-            stale_if_error=False)
+            stale_if_error=self.offline)  # offline (only_if_cached): an entry past max_age still answers
+        self._session.hooks["response"].append(_drop_304_entity_headers)
         self._session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
         self._session.headers["User-Agent"] = "hubvram"
         if self.offline:
@@ -297,6 +349,9 @@ class HubClient:
             data = r.json()
             sha = data["sha"]
             files = tuple(s["rfilename"] for s in data.get("siblings") or ())
+            st = data.get("safetensors")
+            total = st.get("total") if isinstance(st, dict) else None
+            total = total if type(total) is int and total >= 0 else None
         except (ValueError, KeyError, TypeError):
             raise HubError(f"unexpected answer from {self.endpoint} for revision {revision!r}",
                            model=repo_id) from None
@@ -309,7 +364,7 @@ class HubClient:
             key = cache.create_key(requests.Request("GET", sha_url).prepare())
             if not cache.contains(key=key):
                 cache.save_response(r, key)
-        return RepoInfo(repo_id=repo_id, sha=sha, files=files)
+        return RepoInfo(repo_id=repo_id, sha=sha, files=files, safetensors_total=total)
 
     def fetch_file(self, repo_id: str, sha: str, filename: str) -> bytes:
         """A small file (config.json, *.index.json) at a pinned commit."""
@@ -426,6 +481,8 @@ class HubClient:
                 problem = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
             else:
                 self.stats.add("cache_hits" if getattr(r, "from_cache", False) else kind)
+                if getattr(r, "revalidated", False):
+                    self.stats.add("revalidated")  # a 304 renewed a stored entry: a request, no body
                 if r.status_code in _RETRY_STATUS:
                     problem, wait_s = f"HTTP {r.status_code}", _retry_after(r)
                     r.close()
