@@ -10,6 +10,7 @@ hostile or broken config gets a one-line error instead of a 10^12-layer estimate
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -129,6 +130,8 @@ def load_config_bytes(data: bytes, *, model: str, file: str = "config.json") -> 
         raise ConfigError("not valid UTF-8", model=model, file=file) from None
     except (json.JSONDecodeError, RecursionError) as e:
         raise ConfigError(f"not JSON ({getattr(e, 'msg', 'too deeply nested')})", model=model, file=file) from None
+    except ValueError:  # int() refuses number literals of more than 4300 digits
+        raise ConfigError("not JSON (a number literal is too long)", model=model, file=file) from None
     if not isinstance(obj, dict):
         raise ConfigError(f"a JSON {type(obj).__name__}, not an object", model=model, file=file)
     return obj
@@ -168,13 +171,14 @@ def dims_from_config(config: Mapping[str, Any], *, model: str, file: str = "conf
         for key in keys or ALIASES.get(name, (name,)):
             if key in cfg and cfg[key] is not None:
                 v = cfg[key]
-                if isinstance(v, bool) or not isinstance(v, (int, float)) or v != int(v):
+                if (isinstance(v, bool) or not isinstance(v, (int, float))
+                        or (isinstance(v, float) and not math.isfinite(v)) or v != int(v)):
                     raise fail(f"{key} must be an integer, got {_show(v)}")
                 v = int(v)
                 if v <= 0:
-                    raise fail(f"{key} must be positive, got {v}")
+                    raise fail(f"{key} must be positive, got {_show(v)}")
                 if v > LIMITS.get(name, 1 << 40):
-                    raise fail(f"{key}={v} is beyond any real model (limit {LIMITS[name]})")
+                    raise fail(f"{key}={_show(v)} is beyond any real model (limit {LIMITS.get(name, 1 << 40)})")
                 return v
         if required and default is None:
             raise fail(f"missing {' / '.join((keys or ALIASES.get(name, (name,)))[:2])}")
