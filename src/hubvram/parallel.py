@@ -1,0 +1,519 @@
+"""Per-GPU memory under data parallelism: DDP, ZeRO-1/2/3, FSDP (full and hybrid shard), CPU offload. Pure.
+
+Input: the per-replica :class:`~hubvram.memory.Estimate` (what one process would hold training alone) and a
+:class:`Plan` (strategy, GPU count, nodes, offload). Output: :class:`PerGPU`, the same step as one of the N
+processes sees it: every component divided the way the strategy divides it, plus the buffers the
+strategy adds (ZeRO-3 gather buffer, FSDP unsharded units, DDP gradient buckets), the host RAM an offload
+needs, and the peak / reserved / device figures.
+
+The rules, each a small function below with its source:
+
+* model states shard by ZeRO stage (Rajbhandari et al. 2020, "ZeRO", arXiv:1910.02054, §5.1-5.3 and
+  Fig. 1): stage 1 (Pos) shards optimizer states (with the fp32 master copy, part of K in the paper),
+  stage 2 (Pos+g) also gradients, stage 3 (Pos+g+p) also parameters; FSDP FULL_SHARD is stage 3 and
+  HYBRID_SHARD is stage 3 within a node, replicated across nodes (PyTorch ``ShardingStrategy`` docs);
+* frozen weights (the LoRA/QLoRA base) are parameters: replicated below stage 3, sharded at stage 3
+  (DeepSpeed ZeRO-3 partitions every parameter; FSDP QLoRA shards the quantized base, Answer.AI
+  fsdp_qlora / ``bnb_4bit_quant_storage``);
+* activations, logits, transients and runtime overhead are never divided by data parallelism
+  (Korthikanti et al. 2022 §4: only tensor/sequence parallelism divides activations).
+
+Categories come from :func:`category` (the memory model's ``Component.category`` when it has one, else
+the component's name).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from .errors import InputError
+
+__all__ = [
+    "STRATEGIES", "OFFLOADS", "CATEGORIES", "Plan", "PlanError", "ModelLayout", "Part", "PerGPU",
+    "category", "model_layout", "per_gpu",
+    "zero_paper_model_states", "deepspeed_zero2_model_states", "deepspeed_zero3_model_states",
+    "zero3_gather_bytes", "fsdp_unsharded_bytes", "ddp_bucket_bytes", "sharded", "host_ram_bytes",
+]
+
+STRATEGIES: tuple[str, ...] = ("single", "ddp", "zero1", "zero2", "zero3", "fsdp", "fsdp-hybrid")
+OFFLOADS: tuple[str, ...] = ("optimizer", "params")
+
+#: ZeRO stage of each strategy: which model states it shards.
+STAGE: Mapping[str, int] = {"single": 0, "ddp": 0, "zero1": 1, "zero2": 2, "zero3": 3, "fsdp": 3,
+                            "fsdp-hybrid": 3}
+
+CATEGORIES: tuple[str, ...] = (
+    "frozen_weights", "trainable_weights", "master_weights", "gradients", "optimizer_states",
+    "optimizer_transients", "activations", "logits", "transients", "overhead",
+    "gather_buffers", "communication_buffers",
+)
+
+#: The smallest ZeRO stage that shards a category (ZeRO §5: Pos = 1, Pos+g = 2, Pos+g+p = 3).
+#: Categories not listed are never divided by data parallelism.
+SHARD_STAGE: Mapping[str, int] = {
+    "optimizer_states": 1, "master_weights": 1, "optimizer_transients": 1,
+    "gradients": 2,
+    "trainable_weights": 3, "frozen_weights": 3,
+}
+
+#: What ``--offload`` moves to host memory. ``optimizer``: DeepSpeed ``offload_optimizer`` (ZeRO-Offload,
+#: Ren et al. 2021 §4): optimizer states and fp32 master weights, and at stage >= 2 the reduced gradient
+#: partition, which DeepSpeed copies straight into the CPU buffer. ``params``: DeepSpeed ``offload_param``
+#: (ZeRO-Infinity) with the optimizer offloaded too, or FSDP ``CPUOffload(offload_params=True)``, which
+#: keeps parameters and gradients on the CPU and steps the optimizer there: every model state.
+OFFLOAD_MOVES: Mapping[str, frozenset[str]] = {
+    "optimizer": frozenset({"optimizer_states", "master_weights", "optimizer_transients"}),
+    "params": frozenset({"optimizer_states", "master_weights", "optimizer_transients", "gradients",
+                         "trainable_weights", "frozen_weights"}),
+}
+
+#: DeepSpeed's ``additional_buffer_factor`` for host memory (pinned buffers, fragmentation), used by both
+#: ``estimate_zero2_model_states_mem_needs`` and ``estimate_zero3_model_states_mem_needs``.
+HOST_BUFFER_FACTOR = 1.5
+
+#: 4-bit NormalFloat storage, bytes per parameter (QLoRA paper §3: 4 bits + 32-bit absmax per 64 = 4.5
+#: bits; with double quantization 4 + 8/64 + 32/(64*256) = 4.127 bits).
+NF4_BYTES = 4.5 / 8
+NF4_DQ_BYTES = (4 + 8 / 64 + 32 / (64 * 256)) / 8
+
+
+class PlanError(InputError):
+    """A strategy / GPU count / offload combination that no framework runs."""
+
+
+# --------------------------------------------------------------------------------------------------
+# the plan
+# --------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Plan:
+    """How the step is spread: ``strategy`` over ``gpus`` devices on ``nodes`` nodes, with ``offload``."""
+
+    strategy: str = "single"
+    gpus: int = 1
+    nodes: int = 1
+    offload: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise PlanError(f"unknown strategy {self.strategy!r} (choose from {', '.join(STRATEGIES)})")
+        if not isinstance(self.gpus, int) or self.gpus < 1:
+            raise PlanError(f"--gpus must be a positive integer, got {self.gpus!r}")
+        if not isinstance(self.nodes, int) or self.nodes < 1 or self.gpus % self.nodes:
+            raise PlanError(f"--gpus {self.gpus} cannot be split evenly over --nodes {self.nodes}")
+        if self.strategy == "single" and self.gpus != 1:
+            raise PlanError("'single' is one GPU; choose a strategy (ddp, zero2, zero3, fsdp ...) for --gpus > 1")
+        if self.offload is not None:
+            if self.offload not in OFFLOADS:
+                raise PlanError(f"unknown offload {self.offload!r} (choose from {', '.join(OFFLOADS)})")
+            if self.strategy in ("single", "ddp"):
+                raise PlanError(f"--offload needs a ZeRO or FSDP strategy, not {self.strategy!r} "
+                                "(ZeRO-Offload on one GPU is --strategy zero2 --gpus 1)")
+            if self.offload == "params" and STAGE[self.strategy] < 3:
+                raise PlanError("--offload params needs parameter sharding: --strategy zero3, fsdp or fsdp-hybrid")
+            if self.offload == "optimizer" and self.strategy.startswith("fsdp"):
+                raise PlanError("FSDP offloads parameters, gradients and optimizer together: use --offload params")
+
+    @property
+    def gpus_per_node(self) -> int:
+        return self.gpus // self.nodes
+
+    @property
+    def stage(self) -> int:
+        return STAGE[self.strategy]
+
+    @property
+    def shard_group(self) -> int:
+        """How many ranks share one copy of the sharded states (HYBRID_SHARD: the GPUs of one node)."""
+        if self.stage == 0:
+            return 1
+        return self.gpus_per_node if self.strategy == "fsdp-hybrid" else self.gpus
+
+    @property
+    def label(self) -> str:
+        text = "1 GPU" if self.strategy == "single" else f"{self.gpus} × {self.strategy}"
+        if self.strategy == "fsdp-hybrid" or (self.nodes > 1):
+            text += f" ({self.nodes} × {self.gpus_per_node})"
+        if self.offload:
+            text += f" + offload {self.offload}"
+        return text
+
+
+# --------------------------------------------------------------------------------------------------
+# the formulas (one function each)
+# --------------------------------------------------------------------------------------------------
+def zero_paper_model_states(psi: int, n: int, stage: int, k: int = 12) -> float:
+    """Model-state bytes per GPU for mixed-precision Adam, ZeRO paper §5 / Fig. 1 (Rajbhandari et al. 2020).
+
+    16-bit parameters (2Ψ) and gradients (2Ψ), K·Ψ optimizer bytes (K = 12: fp32 master, momentum,
+    variance). Stage 0 (DDP) ``(2+2+K)Ψ``; 1 (Pos) ``4Ψ + KΨ/N``; 2 (Pos+g) ``2Ψ + (2+K)Ψ/N``;
+    3 (Pos+g+p) ``(2+2+K)Ψ/N``. Activations and buffers excluded.
+    """
+    if stage == 0:
+        return (4 + k) * psi
+    if stage == 1:
+        return 4 * psi + k * psi / n
+    if stage == 2:
+        return 2 * psi + (2 + k) * psi / n
+    if stage == 3:
+        return (4 + k) * psi / n
+    raise ValueError(f"ZeRO stage must be 0-3, got {stage}")
+
+
+def deepspeed_zero2_model_states(total_params: int, gpus_per_node: int = 1, nodes: int = 1,
+                                 offload_optimizer: bool = False,
+                                 buffer_factor: float = HOST_BUFFER_FACTOR) -> tuple[int, int]:
+    """(GPU bytes, CPU bytes per node) of DeepSpeed ``estimate_zero2_model_states_mem_needs``.
+
+    deepspeed/runtime/zero/stage_1_and_2.py (after PR #5099, which replaced ``4P + 16P/N``):
+    offload: GPU ``2P``, CPU ``P·max(4N, 16)·f``; no offload: GPU ``2P + 18P/N`` (18 = 2 fp16 grads +
+    4 fp32 grads + 4 fp32 params + 8 Adam states), CPU ``4P·gpus_per_node·f`` (loading the model).
+    """
+    n = gpus_per_node * nodes
+    p = total_params
+    if offload_optimizer:
+        return 2 * p, int(p * max(4 * n, 16) * buffer_factor)
+    return 2 * p + int(18 * p / n), int(p * 4 * gpus_per_node * buffer_factor)
+
+
+def deepspeed_zero3_model_states(total_params: int, largest_layer_params: int, gpus_per_node: int = 1,
+                                 nodes: int = 1, offload_optimizer: bool = False, offload_params: bool = False,
+                                 zero_init: bool = True,
+                                 buffer_factor: float = HOST_BUFFER_FACTOR) -> tuple[int, int]:
+    """(GPU bytes, CPU bytes per node) of DeepSpeed ``estimate_zero3_model_states_mem_needs``.
+
+    deepspeed/runtime/zero/stage3.py; ``ℓ`` = params of the largest single module, and
+    ``largest_layer_memory = 4ℓ`` (the gather buffer). With ``zero_init`` the model is never whole on the
+    CPU. Offload params (+optimizer): GPU ``4ℓ``, CPU ``18P/nodes·f``; offload optimizer: GPU
+    ``4ℓ + 2P/N``, CPU ``16P/nodes·f``; neither: GPU ``4ℓ + 18P/N``, CPU ``4ℓ·gpus_per_node·f``.
+    Without zero_init the CPU terms become ``P·max(4·gpus_per_node, X/nodes)·f``.
+    """
+    n = gpus_per_node * nodes
+    p, big = total_params, 4 * largest_layer_params
+    if offload_params:
+        gpu, per_node = big, 18 / nodes
+    elif offload_optimizer:
+        gpu, per_node = big + int(2 * p / n), 16 / nodes
+    else:
+        gpu = big + int(18 * p / n)
+        cpu = big * gpus_per_node if zero_init else p * 4 * gpus_per_node
+        return gpu, int(cpu * buffer_factor)
+    cpu = p * per_node if zero_init else p * max(4 * gpus_per_node, per_node)
+    return gpu, int(cpu * buffer_factor)
+
+
+def zero3_gather_bytes(largest_module_bytes: int) -> int:
+    """ZeRO-3 gather buffer: twice the gathered bytes of the largest module (``nn.Module`` with its own
+    parameters: an embedding, an lm_head, fused experts).
+
+    DeepSpeed's estimator charges ``4ℓ`` bytes (stage3.py ``largest_layer_memory``), i.e. two 16-bit
+    copies of the largest module: its gathered parameters and their gradient before the reduce-scatter.
+    Here the gathered bytes follow the storage (NF4 for a QLoRA base), so 16-bit weights give exactly 4ℓ.
+    """
+    return 2 * largest_module_bytes
+
+
+def fsdp_unsharded_bytes(root_bytes: int, layer_bytes: int, root_grad_bytes: int = 0,
+                         layer_grad_bytes: int = 0) -> int:
+    """Unsharded FSDP FULL_SHARD memory: the root unit plus two decoder layers, with their gradients.
+
+    * two layers' parameters live: the rate limiter (``limit_all_gathers=True``, default since PyTorch
+      2.1, PR #104900) lets one all-gather run ahead of the layer computing; FSDP2 "allows two all-gather
+      output tensors to be alive at once" (PR #128884); PyTorch docs, FSDP Notes, "FSDP Prefetch Nuances";
+    * the root unit (embedding, final norm, lm_head, which ``transformer_auto_wrap_policy`` leaves to the
+      root) is not resharded after forward ("the root ... would typically be immediately all-gathered
+      for backward": FSDP2 ``fully_shard(reshard_after_forward)`` docs; the same special case in FSDP1
+      ``_post_forward_reshard``), so it stays whole through backward, with its gradient until the
+      root's reduce-scatter at the end of backward;
+    * one layer's unsharded gradient exists until its reduce-scatter.
+    """
+    return root_bytes + 2 * layer_bytes + root_grad_bytes + layer_grad_bytes
+
+
+def ddp_bucket_bytes(gradient_bytes: int) -> int:
+    """DDP all-reduce buckets: one more copy of every gradient.
+
+    PyTorch ``DistributedDataParallel(gradient_as_bucket_view=False)`` (the default, also accelerate's)
+    copies gradients into flat buckets; the docs say ``gradient_as_bucket_view=True`` saves "memory
+    equal to the total gradients size".
+    """
+    return gradient_bytes
+
+
+def sharded(nbytes: int, n: int) -> int:
+    """One rank's shard of ``nbytes`` split over ``n`` ranks (rounded up: the last shard is padded)."""
+    return -(-nbytes // n)
+
+
+def host_ram_bytes(host_bytes_per_gpu: int, gpus_per_node: int, buffer_factor: float = HOST_BUFFER_FACTOR) -> int:
+    """Host RAM one node needs for what its GPUs offload: ``Σ offloaded × gpus_per_node × f``.
+
+    The same structure as DeepSpeed's estimator CPU terms (``18P/nodes·f`` = 18P/N per GPU × GPUs per
+    node × f), with f = 1.5 (``additional_buffer_factor``) for pinned staging buffers.
+    """
+    return int(host_bytes_per_gpu * gpus_per_node * buffer_factor)
+
+
+# --------------------------------------------------------------------------------------------------
+# model layout: the sizes the gather terms need
+# --------------------------------------------------------------------------------------------------
+_LAYER_RE = re.compile(r"^(.*?(?:^|\.)(?:layers|h|blocks|layer)\.\d+)\.")
+_EXPERTS_RE = re.compile(r"^(.*?\.experts)\.")
+
+
+@dataclass(frozen=True)
+class ModelLayout:
+    """Sizes of the model's wrap units, in the bytes they take when gathered on a GPU."""
+
+    total_params: int
+    largest_module: str
+    largest_module_params: int       # DeepSpeed's ℓ
+    largest_module_bytes: int
+    largest_layer: str
+    largest_layer_params: int
+    largest_layer_bytes: int
+    root_params: int                 # parameters outside the decoder layers (embedding, final norm, head)
+    root_bytes: int
+    trains_base: bool                # full fine-tuning: every gathered unit also has a gradient
+    grad_bytes_per_param: int = 2
+
+    @property
+    def root_grad_bytes(self) -> int:
+        return self.root_params * self.grad_bytes_per_param if self.trains_base else 0
+
+    @property
+    def layer_grad_bytes(self) -> int:
+        return self.largest_layer_params * self.grad_bytes_per_param if self.trains_base else 0
+
+
+def _setup_get(setup: Any, name: str, default: Any) -> Any:
+    return getattr(setup, name, default) if setup is not None else default
+
+
+def gathered_bytes_per_param(tensor: Any, setup: Any) -> float:
+    """Bytes one parameter takes when gathered: NF4 for a QLoRA-quantized Linear, else the compute dtype
+    (2 for bf16/fp16 mixed precision, FSDP ``MixedPrecision(param_dtype)`` / DeepSpeed bf16; 4 in fp32)."""
+    method = _setup_get(setup, "method", "full")
+    if method == "qlora" and tensor.is_linear and tensor.group not in ("lm_head", "vision"):
+        return NF4_DQ_BYTES if _setup_get(setup, "double_quant", True) else NF4_BYTES
+    return 4 if str(_setup_get(setup, "precision", "bf16")).lower() in ("fp32", "float32") else 2
+
+
+def model_layout(arch: Any, setup: Any = None) -> ModelLayout:
+    """Wrap units of ``arch``: largest module (DeepSpeed ℓ), largest decoder layer, root unit. Pure.
+
+    Routed experts count as one module per layer (transformers 5.x fuses them into 3-D parameters of one
+    ``experts`` module); a layer is a ``layers.N`` / ``h.N`` / ``blocks.N`` prefix, everything else is root.
+    """
+    modules: dict[str, list[float]] = {}
+    layers: dict[str, list[float]] = {}
+    root = [0, 0.0]
+    total = 0
+    for t in arch.tensors:
+        if not t.params:
+            continue
+        total += t.params
+        b = t.params * gathered_bytes_per_param(t, setup)
+        m = _EXPERTS_RE.match(t.name) if t.is_expert else None
+        mod = m.group(1) if m else t.name.rsplit(".", 1)[0]
+        acc = modules.setdefault(mod, [0, 0.0])
+        acc[0] += t.params
+        acc[1] += b
+        lm = _LAYER_RE.match(t.name)
+        acc = layers.setdefault(lm.group(1), [0, 0.0]) if lm else root
+        acc[0] += t.params
+        acc[1] += b
+    big_mod = max(modules.items(), key=lambda kv: kv[1][0], default=("", [0, 0.0]))
+    big_layer = max(layers.items(), key=lambda kv: kv[1][0], default=("", [0, 0.0]))
+    precision = str(_setup_get(setup, "precision", "bf16")).lower()
+    return ModelLayout(
+        total_params=total,
+        largest_module=big_mod[0], largest_module_params=int(big_mod[1][0]),
+        largest_module_bytes=math.ceil(big_mod[1][1]),
+        largest_layer=big_layer[0], largest_layer_params=int(big_layer[1][0]),
+        largest_layer_bytes=math.ceil(big_layer[1][1]),
+        root_params=int(root[0]), root_bytes=math.ceil(root[1]),
+        trains_base=_setup_get(setup, "method", "full") == "full",
+        grad_bytes_per_param=4 if precision in ("fp32", "float32") else 2,
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# categories of the memory model's components
+# --------------------------------------------------------------------------------------------------
+#: Ordered (regex on the lower-case component name, category); first match wins. Used only when a
+#: component carries no ``category`` of its own.
+CATEGORY_RULES: tuple[tuple[str, str], ...] = (
+    (r"cuda|context|cublas|workspace|overhead|allocator|fragment|runtime|nccl", "overhead"),
+    (r"activation|checkpoint|saved|recompute|lora.?dropout", "activations"),
+    (r"logit|loss|cross.?entropy|softmax.?out", "logits"),
+    (r"master", "master_weights"),
+    (r"(optim|adam|sgd|lion|adafactor).*(transient|temp|foreach|step|update)|"
+     r"(transient|temp|foreach).*(optim|adam)", "optimizer_transients"),
+    (r"optim|adam|momentum|exp_avg|variance|adafactor|sgd|lion|state", "optimizer_states"),
+    (r"grad", "gradients"),
+    (r"lora|adapter|trainable", "trainable_weights"),
+    (r"frozen|base|quantiz|nf4|absmax|int8|int4", "frozen_weights"),
+    (r"weight|param|embedding|lm.?head|model", "weights"),
+    (r"transient|temp|cast|cache|buffer|workspace", "transients"),
+)
+_CATEGORY_RX = tuple((re.compile(p), c) for p, c in CATEGORY_RULES)
+
+
+def category(component: Any, method: str = "full") -> str:
+    """The category of a memory component: its own ``category`` attribute, else from its name.
+
+    "Weights" with no qualifier are trainable under full fine-tuning and frozen under LoRA/QLoRA.
+    """
+    own = getattr(component, "category", None)
+    if own:
+        cat = str(own)
+    else:
+        name = str(component.name).lower()
+        cat = next((c for rx, c in _CATEGORY_RX if rx.search(name)), "transients")
+    if cat == "weights":
+        cat = "trainable_weights" if method == "full" else "frozen_weights"
+    return cat
+
+
+# --------------------------------------------------------------------------------------------------
+# per-GPU result
+# --------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Part:
+    """One component as one GPU (or its host) holds it."""
+
+    name: str
+    category: str
+    bytes: int                  # on this GPU (0 when offloaded)
+    host_bytes: int             # in host RAM for this GPU (before the buffer factor)
+    replica_bytes: int          # what one process training alone holds
+    divisor: int                # 1 = replicated
+    phases: tuple[str, ...]
+    formula: str
+    source: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "category": self.category, "bytes": self.bytes, "host_bytes": self.host_bytes,
+                "replica_bytes": self.replica_bytes, "divisor": self.divisor, "phases": list(self.phases),
+                "formula": self.formula, "source": self.source}
+
+
+@dataclass(frozen=True)
+class PerGPU:
+    plan: Plan
+    parts: tuple[Part, ...]
+    phase_bytes: Mapping[str, int]
+    peak_phase: str
+    peak_allocated_bytes: int
+    reserved_bytes: int
+    device_bytes: int
+    host_bytes_per_node: int            # host RAM for offloaded states on one node (0 without offload)
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    def to_dict(self) -> dict[str, Any]:
+        p = self.plan
+        return {
+            "strategy": p.strategy, "gpus": p.gpus, "nodes": p.nodes, "gpus_per_node": p.gpus_per_node,
+            "offload": p.offload, "label": p.label,
+            "peak_allocated_bytes": self.peak_allocated_bytes, "reserved_bytes": self.reserved_bytes,
+            "device_bytes": self.device_bytes, "peak_phase": self.peak_phase,
+            "phase_bytes": dict(self.phase_bytes), "host_bytes_per_node": self.host_bytes_per_node,
+            "components": [x.to_dict() for x in self.parts], "notes": list(self.notes),
+        }
+
+
+def _phases(component: Any, all_phases: tuple[str, ...]) -> tuple[str, ...]:
+    ph = getattr(component, "phases", None)
+    return tuple(ph) if ph else all_phases
+
+
+def per_gpu(est: Any, plan: Plan, layout: ModelLayout | None = None, *, method: str | None = None) -> PerGPU:
+    """One GPU's memory for ``plan``, from the per-replica estimate ``est``. Pure; microseconds.
+
+    Each component is divided by the shard group when the plan's ZeRO stage shards its category
+    (:data:`SHARD_STAGE`), moved to host RAM when the offload covers it (:data:`OFFLOAD_MOVES`), and kept
+    whole otherwise. The strategy's own buffers are added in the phases where they live: gather buffers
+    wherever activations are live (forward/backward), DDP buckets wherever gradients are live.
+    The peak is re-taken over phases; reserved and device scale from the estimate (see
+    :func:`_reserved_device`).
+    """
+    method = method or _setup_get(getattr(est, "setup", None), "method", "full")
+    comps = tuple(est.components)
+    all_phases = tuple(est.phase_bytes) if getattr(est, "phase_bytes", None) else ("step",)
+    stage, group = plan.stage, plan.shard_group
+    moves = OFFLOAD_MOVES.get(plan.offload or "", frozenset())
+    parts: list[Part] = []
+    for c in comps:
+        cat = category(c, method)
+        divisor = group if stage >= SHARD_STAGE.get(cat, 99) else 1
+        nbytes = sharded(int(c.bytes), divisor)
+        to_host = cat in moves or (cat == "gradients" and plan.offload == "optimizer" and stage >= 2)
+        formula = str(getattr(c, "formula", ""))
+        if divisor > 1:
+            formula = f"({formula}) / {divisor}" if formula else f"/ {divisor}"
+        parts.append(Part(name=str(c.name), category=cat, bytes=0 if to_host else nbytes,
+                          host_bytes=nbytes if to_host else 0, replica_bytes=int(c.bytes), divisor=divisor,
+                          phases=_phases(c, all_phases), formula=formula + (" [offloaded to host]" if to_host else ""),
+                          source=str(getattr(c, "source", ""))))
+
+    def live_in(cat: str) -> tuple[str, ...]:
+        ph = [p for x in parts if x.category == cat and x.replica_bytes for p in x.phases]
+        return tuple(dict.fromkeys(ph)) or all_phases
+
+    notes: list[str] = []
+    if plan.strategy == "ddp" and plan.gpus > 1:
+        grads = sum(x.bytes for x in parts if x.category == "gradients")
+        parts.append(Part("DDP gradient buckets", "communication_buffers", ddp_bucket_bytes(grads), 0, 0, 1,
+                          live_in("gradients"), "= gradient bytes (gradient_as_bucket_view=False)",
+                          "PyTorch DistributedDataParallel docs, gradient_as_bucket_view"))
+    if plan.stage == 3 and layout is not None:
+        if plan.strategy == "zero3":
+            g = zero3_gather_bytes(layout.largest_module_bytes)
+            parts.append(Part(f"ZeRO-3 gather buffer ({layout.largest_module})", "gather_buffers", g, 0, 0, 1,
+                              live_in("activations"), f"2 × {layout.largest_module_bytes:,} B (largest module, "
+                              f"{layout.largest_module_params:,} params; = DeepSpeed 4ℓ at 16 bit)",
+                              "DeepSpeed stage3.py estimate_zero3_model_states_mem_needs (largest_layer_memory)"))
+        else:
+            g = fsdp_unsharded_bytes(layout.root_bytes, layout.largest_layer_bytes, layout.root_grad_bytes,
+                                     layout.layer_grad_bytes)
+            parts.append(Part("FSDP unsharded units (root + 2 layers)", "gather_buffers", g, 0, 0, 1,
+                              live_in("activations"),
+                              f"root {layout.root_bytes:,} + 2 × layer {layout.largest_layer_bytes:,}"
+                              + (f" + grads {layout.root_grad_bytes + layout.layer_grad_bytes:,}"
+                                 if layout.trains_base else "") + " B",
+                              "PyTorch FSDP notes (prefetch, limit_all_gathers); FSDP2 reshard_after_forward "
+                              "for the root"))
+    elif plan.stage == 3:
+        notes.append("no model layout given: the ZeRO-3/FSDP gather buffer is not counted")
+
+    phase_bytes = {ph: sum(x.bytes for x in parts if ph in x.phases) for ph in all_phases}
+    peak_phase = max(phase_bytes, key=lambda k: phase_bytes[k])
+    peak = phase_bytes[peak_phase]
+    reserved, device = _reserved_device(est, peak)
+    host_per_gpu = sum(x.host_bytes for x in parts)
+    host = host_ram_bytes(host_per_gpu, plan.gpus_per_node) if host_per_gpu else 0
+    return PerGPU(plan=plan, parts=tuple(parts), phase_bytes=phase_bytes, peak_phase=peak_phase,
+                  peak_allocated_bytes=peak, reserved_bytes=reserved, device_bytes=device,
+                  host_bytes_per_node=host, notes=tuple(notes))
+
+
+def _reserved_device(est: Any, allocated: int) -> tuple[int, int]:
+    """Reserved and device figures for a per-GPU peak of ``allocated`` bytes.
+
+    The memory model owns the allocated -> reserved -> device rule; when it exposes it as
+    ``est.reserved_for(allocated)`` / ``est.device_for(reserved)`` those are used. Otherwise the
+    estimate's own ratio reserved/allocated is applied, and device keeps the estimate's fixed
+    device - reserved difference (CUDA context and libraries do not shrink with sharding).
+    """
+    rf = getattr(est, "reserved_for", None)
+    df = getattr(est, "device_for", None)
+    if callable(rf) and callable(df):
+        r = int(rf(allocated))
+        return r, int(df(r))
+    peak = int(est.peak_allocated_bytes) or 1
+    reserved = math.ceil(allocated * int(est.reserved_bytes) / peak)
+    return reserved, reserved + int(est.device_bytes) - int(est.reserved_bytes)
+
