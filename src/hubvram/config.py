@@ -59,6 +59,8 @@ LIMITS: Mapping[str, int] = {
     "num_layers": 4096, "hidden_size": 1 << 20, "num_heads": 1 << 16, "num_kv_heads": 1 << 16,
     "intermediate_size": 1 << 22, "vocab_size": 1 << 24, "max_position": 1 << 30, "head_dim": 1 << 14,
     "num_experts": 1 << 16, "top_k": 1 << 10,
+    # routed experts x MoE layers (DeepSeek-V3: 256 x 58; Kimi-K2: 384 x 60): bounds the tensor inventory
+    "expert_layers": 1 << 17,
 }
 
 
@@ -151,7 +153,8 @@ def family_of(config: Mapping[str, Any]) -> str:
     mt = FAMILY_ALIASES.get(mt, mt)
     if mt in FAMILIES:
         return mt
-    arch = " ".join(str(a) for a in config.get("architectures") or [])
+    archs = config.get("architectures")
+    arch = " ".join(str(a) for a in archs) if isinstance(archs, list) else ""
     for key, fam in (("RW", "falcon"), ("Falcon", "falcon"), ("Llama", "llama"), ("Mistral", "mistral"),
                      ("Qwen2", "qwen2"), ("GPTNeoX", "gpt_neox"), ("GPT2", "gpt2")):
         if key in arch:
@@ -194,6 +197,8 @@ def dims_from_config(config: Mapping[str, Any], *, model: str, file: str = "conf
         new_arch = cfg.get("new_decoder_architecture")
         kv = 1 if (mq and not new_arch) else heads
     head_dim = get_int("head_dim", required=False, keys=("head_dim", "kv_channels")) or hidden // heads
+    if head_dim < 1:
+        raise fail(f"num_attention_heads={heads} is larger than hidden_size={hidden} (head_dim would be 0)")
     vocab = get_int("vocab_size")
     assert vocab
     inter = get_int("intermediate_size", required=False)
@@ -221,6 +226,7 @@ def dims_from_config(config: Mapping[str, Any], *, model: str, file: str = "conf
     dtype = cfg.get("torch_dtype", cfg.get("dtype", config.get("torch_dtype", config.get("dtype"))))
 
     moe = _moe(cfg, fam, layers, get_int, fail)
+    _check_quantization(config.get("quantization_config"), fail)
     mla = None
     if cfg.get("kv_lora_rank"):
         q_lora = cfg.get("q_lora_rank")
@@ -261,19 +267,41 @@ def _moe(cfg: Mapping[str, Any], fam: str, layers: int, get_int, fail) -> MoEDim
     shared = 0
     shared_inter = 0
     if cfg.get("n_shared_experts"):
-        shared = int(cfg["n_shared_experts"])
+        shared = get_int("num_experts", keys=("n_shared_experts",)) or 0
         shared_inter = shared * inter
     elif cfg.get("shared_expert_intermediate_size"):
         shared = 1
         shared_inter = get_int("x", keys=("shared_expert_intermediate_size",)) or 0
-    first_dense = int(cfg.get("first_k_dense_replace") or 0)
-    step = int(cfg.get("decoder_sparse_step") or cfg.get("moe_layer_freq") or 1)
+    # layout fields the inventory reads too: validated here, once (0 / null mean "not set")
+    first_dense = get_int("num_layers", keys=("first_k_dense_replace",)) if cfg.get("first_k_dense_replace") else 0
+    step_keys = tuple(k for k in ("decoder_sparse_step", "moe_layer_freq") if cfg.get(k))
+    step = get_int("num_layers", keys=step_keys) if step_keys else 1
     mlp_only = cfg.get("mlp_only_layers") or []
+    if not isinstance(mlp_only, list) or not all(type(i) is int for i in mlp_only):
+        raise fail(f"mlp_only_layers must be a list of layer numbers, got {_show(mlp_only)}")
+    mlp_only = set(mlp_only)
     moe_layers = sum(1 for i in range(layers)
                      if i >= first_dense and i not in mlp_only and (i + 1) % step == 0) if step > 1 else \
         sum(1 for i in range(layers) if i >= first_dense and i not in mlp_only)
+    if n * moe_layers > LIMITS["expert_layers"]:
+        raise fail(f"{n} experts in each of {moe_layers} MoE layers is beyond any real model "
+                   f"(limit {LIMITS['expert_layers']} expert blocks)")
     return MoEDims(num_experts=n, top_k=top_k, expert_intermediate=inter, shared_experts=shared,
                    shared_intermediate=shared_inter, moe_layers=moe_layers, dense_layers=layers - moe_layers)
+
+
+def _check_quantization(qc: Any, fail) -> None:
+    """The quantization_config fields the counts read (packing bits, FP8 block size) must be sane."""
+    if not isinstance(qc, dict):
+        return
+    for key in ("bits", "w_bit"):
+        v = qc.get(key)
+        if v and (type(v) is not int or not 1 <= v <= 32):
+            raise fail(f"quantization_config.{key} must be an integer from 1 to 32, got {_show(v)}")
+    block = qc.get("weight_block_size")
+    if block and (not isinstance(block, list) or len(block) != 2
+                  or not all(type(b) is int and 1 <= b <= LIMITS["hidden_size"] for b in block)):
+        raise fail(f"quantization_config.weight_block_size must be two positive integers, got {_show(block)}")
 
 
 def _show(v: Any) -> str:
