@@ -13,7 +13,6 @@ overlaps, and ``end - begin`` must equal ``numel * bits / 8``.
 from __future__ import annotations
 
 import json
-import math
 import struct
 from dataclasses import dataclass
 from typing import Mapping
@@ -70,10 +69,14 @@ def parse_header(raw: bytes, *, file: str, model: str | None = None,
     except UnicodeDecodeError as e:
         raise fail(f"header is not valid UTF-8 (byte {e.start})") from None
     try:
-        obj = json.loads(text)
+        obj = json.loads(text, object_pairs_hook=_unique_keys)
+    except _DuplicateKey as e:
+        raise fail(f"tensor {e.args[0]!r} appears twice in the header") from None
     except (json.JSONDecodeError, RecursionError) as e:
         msg = getattr(e, "msg", "too deeply nested")
         raise fail(f"header is not JSON ({msg})") from None
+    except ValueError:  # int() refuses number literals of more than 4300 digits
+        raise fail("header is not JSON (a number literal is too long)") from None
     if not isinstance(obj, dict):
         raise fail(f"header is a JSON {type(obj).__name__}, not an object")
 
@@ -96,9 +99,11 @@ def parse_header(raw: bytes, *, file: str, model: str | None = None,
                 or not all(type(o) is int and o >= 0 for o in offsets)):
             raise fail(f"tensor {name!r}: data_offsets must be two non-negative integers, got {_short(offsets)}")
         begin, end = offsets
-        numel = math.prod(shape)
-        if numel > MAX_NUMEL:
-            raise fail(f"tensor {name!r}: shape {shape} overflows")
+        numel = 1
+        for d in shape:  # stop at the first overflow: never multiply a million huge dims
+            numel *= d
+            if numel > MAX_NUMEL:
+                raise fail(f"tensor {name!r}: shape {_short(shape)} overflows")
         nbits = numel * DTYPE_BITS[dtype]
         if nbits % 8:
             raise fail(f"tensor {name!r}: {numel} elements of {dtype} is not a whole number of bytes")
@@ -119,6 +124,22 @@ def parse_header(raw: bytes, *, file: str, model: str | None = None,
         raise fail(f"tensors need {8 + len(raw) + pos} bytes but the file has {file_size}")
     return Header(tensors=tuple(t for _, _, t in entries), metadata=meta, data_bytes=pos,
                   header_bytes=len(raw))
+
+
+class _DuplicateKey(Exception):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    """json object_pairs_hook: a name given twice is an error (json.loads would keep the last)."""
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _DuplicateKey(key)
+            seen.add(key)
+    return obj
 
 
 def _short(value: object) -> str:
