@@ -233,6 +233,8 @@ def linear_modules(tensors: tuple[ParamTensor, ...], conv1d: bool = False) -> tu
     for t in tensors:
         if not (t.is_linear or (t.is_expert and t.module)):
             continue
+        if not t.shape or 0 in t.shape or (t.quantized in ("gptq", "awq") and len(t.shape) != 2):
+            continue  # a degenerate shape (a broken or hostile header) describes no Linear
         if t.is_linear and t.quantized in ("gptq", "awq"):
             # qweight is (in / pack, out)
             out_f = t.shape[1]
