@@ -80,13 +80,19 @@ class ModelRef:
         raw = text.strip()
         if not raw:
             raise ModelRefError("empty model reference", model=repr(text))
-        path = Path(raw).expanduser()
-        looks_like_path = raw.startswith((".", "/", "~")) or path.is_dir()
+        try:
+            path = Path(raw).expanduser()
+            is_dir = path.is_dir()
+        except (OSError, RuntimeError):  # a name too long for the file system, an unknown ~user
+            path, is_dir = Path(raw), False
+        looks_like_path = raw.startswith((".", "/", "~")) or is_dir
         if looks_like_path:
-            if not path.is_dir():
-                raise ModelRefError("no such folder", model=raw)
+            if not is_dir:
+                raise ModelRefError("no such folder", model=_clip(raw))
             return cls(repo_id=path.resolve().name, revision=None, path=path.resolve())
-        repo, _, rev = raw.partition("@")
+        repo, at, rev = raw.partition("@")
+        if at and not rev:
+            raise ModelRefError("empty revision after '@'", model=_clip(raw))
         if rev and revision and rev != revision:
             raise ModelRefError(f"two revisions given ({rev!r} and --revision {revision!r})", model=raw)
         rev = rev or revision
