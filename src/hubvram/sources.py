@@ -39,18 +39,25 @@ def parse_index(data: bytes, *, model: str, file: str) -> tuple[dict[str, str], 
     """Validate an index file: ``weight_map`` (tensor -> shard file) and ``metadata.total_size``."""
     try:
         obj = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+    except (UnicodeDecodeError, ValueError, RecursionError):  # ValueError: JSON, or a 4300+ digit number
         raise HeaderError("index is not valid JSON", model=model, file=file) from None
     if not isinstance(obj, dict) or not isinstance(obj.get("weight_map"), dict) or not obj["weight_map"]:
         raise HeaderError("index has no weight_map object", model=model, file=file)
     wm = obj["weight_map"]
+    # the only files a safetensors index may send us to read are safetensors files
+    suffix = ".safetensors" if file.endswith(".safetensors.index.json") else ""
     for name, shard in wm.items():
-        if not isinstance(shard, str) or not _safe_filename(shard):
-            raise HeaderError(f"index maps {name!r} to an unsafe shard name {shard!r}", model=model, file=file)
+        if not isinstance(shard, str) or not _safe_filename(shard) or not shard.endswith(suffix):
+            raise HeaderError(f"index maps {_clip(name)!r} to an unsafe shard name {_clip(shard)!r}",
+                              model=model, file=file)
     total = (obj.get("metadata") or {}).get("total_size") if isinstance(obj.get("metadata"), dict) else None
     if total is not None and (isinstance(total, bool) or not isinstance(total, int) or total < 0):
         total = None
     return dict(wm), total
+
+
+def _clip(value: object, n: int = 80) -> object:
+    return value[: n - 1] + "…" if isinstance(value, str) and len(value) > n else value
 
 
 def _safe_filename(name: str) -> bool:
