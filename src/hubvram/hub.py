@@ -74,6 +74,7 @@ _SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "
 RETRY_AFTER_CAP_S = 10.0
 BACKOFF_CAP_S = 8.0
 TOTAL_BUDGET_S = 60.0  # per logical request, retries and waits included
+MAX_REDIRECTS = 10  # the Hub needs two at most (renamed repo -> resolve -> CDN)
 OFFLINE_HINT = "run `hubvram cache warm {repo_id}` with a network first"
 NETWORK_HINT = "check the network or use --offline"
 DEFAULT_MAX_AGE_S = 7 * 24 * 3600
@@ -326,6 +327,7 @@ class HubClient:
             allowable_methods=("GET",), match_headers=["Range"], filter_fn=_cacheable,
             stale_if_error=self.offline)  # offline (only_if_cached): an entry past max_age still answers
         self._session.hooks["response"].append(_drop_304_entity_headers)
+        self._session.max_redirects = MAX_REDIRECTS  # a redirect loop fails fast (then is retried)
         self._session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
         self._session.headers["User-Agent"] = "hubvram"
         if self.offline:
@@ -476,7 +478,7 @@ class HubClient:
                 r = self._session.get(url, headers=headers, auth=self._auth, timeout=self.timeout,
                                       stream=stream, force_refresh=force_refresh)
             except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
-                    requests.exceptions.ContentDecodingError) as e:
+                    requests.exceptions.ContentDecodingError, requests.TooManyRedirects) as e:
                 self.stats.add(kind)
                 problem = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
             else:
