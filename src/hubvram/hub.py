@@ -58,7 +58,7 @@ from requests.structures import CaseInsensitiveDict
 from requests_cache.serializers import SerializerPipeline, Stage
 from requests_cache.serializers.preconf import json_preconf_stage
 
-from .errors import (EntryNotFoundError, GatedRepoError, HeaderError, HubError, NetworkError,
+from .errors import (ConfigError, EntryNotFoundError, GatedRepoError, HeaderError, HubError, NetworkError,
                      OfflineMissError, RepoNotFoundError, RevisionNotFoundError)
 from .safetensors import FIRST_READ_BYTES, MAX_HEADER_BYTES, header_length
 
@@ -74,6 +74,8 @@ _SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "
 RETRY_AFTER_CAP_S = 10.0
 BACKOFF_CAP_S = 8.0
 TOTAL_BUDGET_S = 60.0  # per logical request, retries and waits included
+#: Whole-file answers (config.json, index files, API JSON) larger than this are refused unread.
+MAX_FILE_BYTES = 50_000_000  # = sources.MAX_JSON_BYTES, the limit for local files
 MAX_REDIRECTS = 10  # the Hub needs two at most (renamed repo -> resolve -> CDN)
 OFFLINE_HINT = "run `hubvram cache warm {repo_id}` with a network first"
 NETWORK_HINT = "check the network or use --offline"
@@ -271,9 +273,19 @@ def _defect(r: Any) -> str | None:
     return None
 
 
+def _oversized(r: Any) -> int | None:
+    """The declared length of a whole-file 200 larger than MAX_FILE_BYTES (nothing read), else None."""
+    if r.status_code != 200 or "Range" in r.request.headers:
+        return None
+    length = r.headers.get("Content-Length", "")
+    return int(length) if length.isdigit() and int(length) > MAX_FILE_BYTES else None
+
+
 def _cacheable(r: Any) -> bool:
     """filter_fn: store only complete answers, and never a 200 that ignored our Range."""
     if r.status_code == 200 and "Range" in r.request.headers:
+        return False
+    if _oversized(r) is not None:  # checked before _defect reads the body
         return False
     return _defect(r) is None
 
@@ -371,7 +383,7 @@ class HubClient:
     def fetch_file(self, repo_id: str, sha: str, filename: str) -> bytes:
         """A small file (config.json, *.index.json) at a pinned commit."""
         url = self._file_url(repo_id, sha, filename)
-        r = self._request("file", url, model=repo_id, file=filename, revision=sha)
+        r = self._request("file", url, model=repo_id, file=filename, revision=sha, stream=True)
         return r.content
 
     def fetch_header(self, repo_id: str, sha: str, filename: str) -> tuple[bytes, int | None]:
@@ -485,6 +497,11 @@ class HubClient:
                 self.stats.add("cache_hits" if getattr(r, "from_cache", False) else kind)
                 if getattr(r, "revalidated", False):
                     self.stats.add("revalidated")  # a 304 renewed a stored entry: a request, no body
+                size = _oversized(r)
+                if size is not None:
+                    r.close()
+                    raise (ConfigError if kind == "file" else HubError)(
+                        f"file is {size} bytes, larger than the {MAX_FILE_BYTES}-byte limit", model=model, file=file)
                 if r.status_code in _RETRY_STATUS:
                     problem, wait_s = f"HTTP {r.status_code}", _retry_after(r)
                     r.close()
