@@ -252,6 +252,23 @@ def test_answers_from_the_metadata_store_need_no_http_stack(fakehub, fresh_env, 
     assert json.loads(Path(f"{guard}.modules").read_text()) == []
 
 
+def test_an_http_cache_without_the_model_does_not_slow_the_snapshot_answer(fakehub, fresh_env, endpoint, tmp_path):
+    endpoint(fakehub)
+    serve_config(fakehub, "org/tiny", TINY)
+    assert cli("cache", "warm", "org/tiny").exit_code == 0
+    env = {"HUBVRAM_CACHE_DIR": str(fresh_env), "HF_ENDPOINT": fakehub.endpoint}
+    fakehub.stop()
+    proc, guard = run_guarded(tmp_path, [README_MODEL, "--offline"], env)
+    assert proc.returncode == 0, proc.stderr
+    _check_snapshot_answer(proc.stdout)
+    assert json.loads(Path(f"{guard}.modules").read_text()) == []  # answered without the HTTP stack
+    proc, guard = run_guarded(tmp_path, ["org/tiny", "--offline", "--format", "json"], env)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["models"][0]["parameters"]["total"] == TINY_TOTAL  # from the HTTP cache
+    assert "requests_cache" in json.loads(Path(f"{guard}.modules").read_text())
+    assert not guard.exists()
+
+
 # --------------------------------------------------------------------------------------------------
 # Tampered or truncated archives are rejected and change nothing
 # --------------------------------------------------------------------------------------------------

@@ -50,8 +50,8 @@ def load_metadata(ref: str | ModelRef, *, revision: str | None = None, client: "
         return from_local(ref)
     if offline is None:
         offline = offline_from_env()
-    if offline and client is None and not _http_cache_exists(cache_dir):
-        return _stored(ref, cache_dir, None)  # nothing was ever fetched here: no requests import, no files
+    if offline and client is None and not _http_cache_may_have(ref.repo_id, cache_dir):
+        return _stored(ref, cache_dir, None)  # the HTTP cache cannot answer: no requests import, no files
     own = client is None
     client = client or make_client(offline=offline, cache_dir=cache_dir, token=token, endpoint=endpoint,
                                    max_age=max_age)
@@ -100,6 +100,14 @@ def _unreachable(ref: ModelRef, client: "HubClient", cache_dir, e: NetworkError)
         where = (f"the bundled snapshot, recorded {meta.provenance.recorded}" if meta.source == "snapshot"
                  else f"imported metadata (commit {meta.revision}), recorded {meta.provenance.recorded}")
     return replace(meta, warnings=meta.warnings + (f"network unreachable ({e.message}): answered from {where}",))
+
+
+def _http_cache_may_have(repo_id: str, cache_dir) -> bool:
+    if not _http_cache_exists(cache_dir):
+        return False
+    from .cache import http_cache_may_have
+
+    return http_cache_may_have(repo_id, cache_dir)
 
 
 def _http_cache_exists(cache_dir) -> bool:

@@ -294,6 +294,26 @@ def http_cache_path(cache_dir: str | os.PathLike | None = None) -> Path:
     return _root(cache_dir) / HTTP_CACHE_FILE
 
 
+def http_cache_may_have(repo_id: str, cache_dir: str | os.PathLike | None = None) -> bool:
+    """Whether the HTTP cache holds any revision answer for ``repo_id`` (as spelled: cache keys are URLs).
+
+    A stdlib-only look (sqlite3, no requests import) that lets offline answers from the metadata store or
+    the bundled snapshot skip the HTTP stack when the cache cannot answer; any doubt answers True."""
+    db = http_cache_path(cache_dir)
+    if not db.is_file():
+        return False
+    try:
+        con = _connect(db)
+        try:
+            hit = con.execute("SELECT 1 FROM responses WHERE instr(value, ?) > 0 LIMIT 1",
+                              (f"/api/models/{repo_id}/revision/",)).fetchone()
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return True
+    return hit is not None
+
+
 def _connect(db: Path) -> sqlite3.Connection:
     con = sqlite3.connect(db, timeout=30)
     con.execute("PRAGMA busy_timeout = 30000")
