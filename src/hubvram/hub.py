@@ -28,16 +28,25 @@ and resolve-URL quoting). The traps this module exists to avoid (requests-cache 
 * **Offline means no sockets.** Offline lookups use ``only_if_cached`` and the session's adapters
   are replaced by one that refuses to send.
 * **Files are private**: the cache folder is 0700 and the SQLite file (hence its -wal/-shm) 0600.
+* **A broken cache is not fatal.** Opening checks the SQLite file (``PRAGMA quick_check``) under a lock
+  file; garbage, a truncated file, a folder in its place or a file we may not read and write is renamed
+  ``http_cache.sqlite.corrupt-<timestamp>`` and a new cache is started, with a one-line warning on
+  stderr. A cache folder that cannot be written at all gives a temporary cache for the run (warned too).
 """
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import http.cookiejar
 import json
 import os
 import random
 import re
+import shutil
+import sqlite3
+import sys
+import tempfile
 import threading
 import time
 from collections import Counter
@@ -205,6 +214,87 @@ def _private_db(cache_dir: Path) -> Path:
     return db
 
 
+def _warn(text: str) -> None:
+    sys.stderr.write(f"hubvram: warning: {text}\n")
+    sys.stderr.flush()
+
+
+@contextlib.contextmanager
+def _cache_lock(cache_dir: Path):
+    """Serialise checking and repairing the cache file between processes (POSIX flock)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: no lock, the check is still made
+        yield
+        return
+    cache_dir.mkdir(parents=True, mode=0o700, exist_ok=True)
+    fd = os.open(cache_dir / "http_cache.sqlite.lock", os.O_CREAT | os.O_RDWR, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _db_problem(db: Path) -> str | None:
+    """Why this SQLite file cannot be our cache, in a few words (None: it can). Changes nothing."""
+    if not os.access(db, os.R_OK | os.W_OK):
+        return "no permission to read and write it"
+    try:
+        con = sqlite3.connect(db, timeout=30)
+        try:
+            row = con.execute("PRAGMA quick_check(1)").fetchone()
+        finally:
+            con.close()
+    except sqlite3.Error as e:
+        text = str(e) or type(e).__name__
+        return None if ("locked" in text or "busy" in text) else text  # busy is not broken
+    return None if row and row[0] == "ok" else f"integrity check failed: {str(row[0] if row else '')[:80]}"
+
+
+def _set_aside(db: Path) -> Path:
+    """Rename the cache file (and its -wal/-shm) to ``<name>.corrupt-<timestamp>``; returns the new path."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    aside, n = db.with_name(f"{db.name}.corrupt-{stamp}"), 1
+    while os.path.lexists(aside):
+        aside, n = db.with_name(f"{db.name}.corrupt-{stamp}-{n}"), n + 1
+    os.rename(db, aside)
+    for ext in ("-wal", "-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            os.rename(f"{db}{ext}", f"{aside}{ext}")
+    return aside
+
+
+def _sqlite_cache(db: Path) -> requests_cache.SQLiteCache:
+    return requests_cache.SQLiteCache(db, serializer=_SafeJSONPipeline(), wal=True, busy_timeout=30_000)
+
+
+def _open_cache(cache_dir: Path) -> tuple[requests_cache.SQLiteCache, str | None]:
+    """(the SQLite cache in cache_dir, None); an unusable cache file is set aside and rebuilt, and when
+    the folder itself is unusable: (a cache in a temporary folder, that folder), to delete on close."""
+    db = cache_dir / "http_cache.sqlite"
+    try:
+        with _cache_lock(cache_dir):
+            for attempt in (1, 2):
+                try:
+                    problem = _db_problem(_private_db(cache_dir))
+                except OSError as e:  # a folder where the file should be, a file we may not open
+                    problem = e.strerror or type(e).__name__
+                if problem is None:
+                    return _sqlite_cache(db), None
+                if attempt == 2:
+                    raise OSError(problem)
+                aside = _set_aside(db)
+                _warn(f"the HTTP cache {db} was unreadable ({problem}); moved it to {aside.name} and "
+                      "started a new one")
+    except (OSError, sqlite3.Error) as e:
+        reason = (e.strerror if isinstance(e, OSError) else None) or str(e) or type(e).__name__
+        tmp = tempfile.mkdtemp(prefix="hubvram-cache-")
+        _warn(f"cannot use the HTTP cache in {cache_dir} ({reason}); this run uses a temporary cache")
+        return _sqlite_cache(_private_db(Path(tmp))), tmp
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
 # --- transport helpers ---------------------------------------------------------------------------
 class _HubAuth(requests.auth.AuthBase):
     """Bearer token for the endpoint's host only; requests strips it on a cross-host redirect."""
@@ -331,8 +421,7 @@ class HubClient:
                                hint="check HF_TOKEN or run `hf auth login`") from None
         self._auth = _HubAuth(token, urlsplit(self.endpoint).netloc) if isinstance(token, str) and token else None
 
-        backend = requests_cache.SQLiteCache(
-            _private_db(self.cache_dir), serializer=_SafeJSONPipeline(), wal=True, busy_timeout=30_000)
+        backend, self._temp_cache = _open_cache(self.cache_dir)
         self._session = requests_cache.CachedSession(
             backend=backend, allowable_codes=(200, 206),
             expire_after=requests_cache.NEVER_EXPIRE if self.max_age is None else timedelta(seconds=self.max_age),
@@ -415,6 +504,8 @@ class HubClient:
 
     def close(self) -> None:
         self._session.close()
+        if self._temp_cache:
+            shutil.rmtree(self._temp_cache, ignore_errors=True)
 
     def __enter__(self) -> "HubClient":
         return self
