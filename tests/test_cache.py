@@ -305,6 +305,21 @@ def test_importing_the_same_archive_twice_is_a_no_op(fakehub, fresh_env, endpoin
     assert fingerprint(fresh_env) == snap
 
 
+def test_export_skips_a_revision_that_cannot_be_answered_offline(fakehub, fresh_env, endpoint, tmp_path):
+    from fakehub import status
+    endpoint(fakehub)
+    sha, _ = serve_config(fakehub, "org/tiny", TINY)
+    serve_config(fakehub, "org/other", dict(TINY, hidden_size=32))
+    fakehub.inject("/org/tiny/resolve/*/model.safetensors", status(404, error_code="EntryNotFound"), times=None)
+    r = cli("cache", "warm", "org/tiny", "org/other")
+    assert r.exit_code == EXIT_PARTIAL  # org/tiny: its revision and config.json are cached, its header is not
+    r = cli("cache", "export", str(tmp_path / "a.gz"))
+    assert r.exit_code == 0
+    assert r.stdout.startswith(f"wrote 1 entry (1 model) to {tmp_path / 'a.gz'} (")
+    assert r.stderr == (f"hubvram: skipped org/tiny@{sha[:12]}: offline and not cached "
+                        "(header model.safetensors)\n")
+
+
 def test_export_of_an_empty_cache_is_valid_and_imports_nothing(fresh_env, tmp_path):
     r = cli("cache", "export", str(tmp_path / "empty.gz"))
     assert (r.exit_code, r.stdout.split(" (")[0]) == (0, "wrote 0 entries")
@@ -369,3 +384,24 @@ def test_parse_max_age_rejects(text):
         parse_max_age(text)
     r = cli("cache", "warm", "org/x", "--max-age", text)
     assert r.exit_code == 2 and "--max-age" in r.stderr
+
+
+def test_warm_progress_goes_to_stderr_only_when_it_is_a_terminal(monkeypatch):
+    import io
+    import sys
+
+    from hubvram import cli as cli_module
+    from hubvram.errors import RepoNotFoundError
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+    term = Terminal()
+    monkeypatch.setattr(sys, "stderr", term)
+    on = cli_module._progress("warm")
+    on(1, 2, "org/a", None)
+    on(2, 2, "org/b", RepoNotFoundError("model not found"))
+    assert term.getvalue() == ("\r\x1b[Kwarm [1/2] org/a: ok"
+                               "\r\x1b[Kwarm [2/2] org/b: failed (RepoNotFoundError)\n")
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    assert cli_module._progress("warm") is None
