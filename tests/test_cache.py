@@ -405,3 +405,16 @@ def test_warm_progress_goes_to_stderr_only_when_it_is_a_terminal(monkeypatch):
                                "\r\x1b[Kwarm [2/2] org/b: failed (RepoNotFoundError)\n")
     monkeypatch.setattr(sys, "stderr", io.StringIO())
     assert cli_module._progress("warm") is None
+
+
+def test_an_unreadable_http_cache_is_one_line_and_clear_removes_it(fresh_env):
+    fresh_env.mkdir()
+    (fresh_env / "http_cache.sqlite").write_bytes(b"not a database" * 400)
+    for args in (("ls",), ("info",), ("export", str(fresh_env / "x.gz"))):
+        r = cli("cache", *args)
+        assert r.exit_code == EXIT_INPUT and r.stderr.count("\n") == 1
+        assert "the HTTP cache is unreadable (file is not a database)" in r.stderr
+        assert "`hubvram cache clear` removes it" in r.stderr
+    r = cli("cache", "clear")
+    assert (r.exit_code, r.stdout) == (0, "removed 0 HTTP cache entries and 0 imported files (5.5 KiB)\n")
+    assert cli("cache", "ls").stdout == f"nothing cached in {fresh_env}\n"

@@ -324,15 +324,19 @@ def _read_rows(db: Path) -> tuple[list[_Row], int, int]:
     """(attributed and orphan rows, number of redirect rows, number of unreadable rows)."""
     if not db.is_file():
         return [], 0, 0
-    con = _connect(db)
     try:
-        tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        if "responses" not in tables:
-            return [], 0, 0
-        raw = con.execute("SELECT key, value, expires FROM responses").fetchall()
-        redirects = con.execute("SELECT COUNT(*) FROM redirects").fetchone()[0] if "redirects" in tables else 0
-    finally:
-        con.close()
+        con = _connect(db)
+        try:
+            tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            if "responses" not in tables:
+                return [], 0, 0
+            raw = con.execute("SELECT key, value, expires FROM responses").fetchall()
+            redirects = con.execute("SELECT COUNT(*) FROM redirects").fetchone()[0] if "redirects" in tables else 0
+        finally:
+            con.close()
+    except sqlite3.Error as e:
+        raise CacheError(f"the HTTP cache is unreadable ({e})", file=str(db),
+                         hint="`hubvram cache clear` removes it; the next online run rebuilds it") from None
     rows, bad = [], 0
     for key, value, expires in raw:
         size = len(value) if value is not None else 0
@@ -541,7 +545,10 @@ def clear(model: str | None = None, cache_dir: str | os.PathLike | None = None) 
     root = _root(cache_dir)
     db = http_cache_path(root)
     if model is None:
-        rows, _, _ = _read_rows(db)
+        try:
+            n_rows = len(_read_rows(db)[0])
+        except CacheError:
+            n_rows = 0  # unreadable: removed all the same
         n_bytes = 0
         for p in (db, Path(f"{db}-wal"), Path(f"{db}-shm")):
             if p.exists():
@@ -551,7 +558,7 @@ def clear(model: str | None = None, cache_dir: str | os.PathLike | None = None) 
         for p in files:
             n_bytes += p.stat().st_size
             p.unlink()
-        return ClearResult(None, len(rows), len(files), n_bytes)
+        return ClearResult(None, n_rows, len(files), n_bytes)
     if "@" in model:
         raise ModelRefError("give a model id without @revision (clear removes every revision)", model=model)
     ref = ModelRef.parse(model)
