@@ -195,3 +195,174 @@ def test_advise_uses_fp16_on_t4_and_budget(llama8b):
 def test_command_line_custom_gpu_and_strategy():
     cmd = command_line("org/m", ToySetup(method="lora"), custom_gpu("24GiB"), Plan("zero3", 4, offload="optimizer"))
     assert "--gpu-memory 25769803776B" in cmd and "--strategy zero3 --gpus 4 --offload optimizer" in cmd
+
+
+# --- hand-checked verdicts with the real memory model (bundled snapshot, offline) -------------------------
+from hubvram.memory import Setup, estimate  # noqa: E402
+
+
+def test_llama3_8b_full_does_not_fit_one_24gb_card_but_qlora_does(llama8b):
+    gpu = get_gpu("rtx-4090")
+    full = fit(llama8b, Setup(method="full"), gpu)
+    # by hand: bf16 weights 2P + grads 2P + AdamW states 4P (bf16) = 8 × 8.03e9 B = 59.8 GiB > 23.5 GiB usable
+    assert 8 * 8_030_261_248 > gpu.usable_bytes
+    assert not full.fits_on_one and full.min_gpus and full.min_gpus > 1
+    qlora = fit(llama8b, Setup(method="qlora"), gpu)
+    # by hand: NF4 base 3.25 GiB + fp32 embed/head 3.9 GiB + adapters/Adam 0.6 GiB + activations/logits ≈ 12 GiB
+    assert qlora.fits_on_one and qlora.min_gpus == 1 and qlora.cell == "fits on 1"
+    assert 10 * GIB < qlora.per_gpu.reserved_bytes < gpu.usable_bytes
+
+
+def test_llama_405b_full_needs_many_80gb_cards_under_zero3_and_none_under_ddp(llama405b):
+    gpu = get_gpu("h100-80gb")
+    setup = Setup(method="full")
+    zero3 = fit(llama405b, setup, gpu, ladder=(("zero3", None),))
+    # model states alone are 8 B/param × 405.85e9 = 3.25 TB: at least ceil(3.25e12 / 79.1 GiB) = 39 GPUs
+    lower = -(-8 * llama405b.counts.total // gpu.usable_bytes)
+    assert lower == 39
+    assert zero3.min_gpus is not None and lower <= zero3.min_gpus <= 64 and zero3.strategy == "zero3"
+    ddp = fit(llama405b, setup, gpu, ladder=(("ddp", None),))
+    assert ddp.min_gpus is None and ddp.cell == "does not fit"
+    # DDP replicates everything: its per-GPU memory does not shrink with N
+    est, layout = estimate(llama405b, setup), model_layout(llama405b, setup)
+    assert per_gpu(est, Plan("ddp", 64), layout).reserved_bytes >= est.reserved_bytes
+
+
+@pytest.mark.parametrize("model,method,gpu_id", [
+    ("meta-llama/Llama-3.1-405B", "full", "h100-80gb"), ("meta-llama/Llama-3.1-405B", "qlora", "a100-80gb"),
+    ("meta-llama/Llama-3.1-70B", "full", "a100-40gb"), ("meta-llama/Llama-3.1-70B", "lora", "rtx-4090"),
+    ("meta-llama/Meta-Llama-3-8B", "full", "t4"),
+])
+def test_at_min_gpus_it_fits_and_one_count_below_it_does_not(model, method, gpu_id):
+    arch, gpu = load_model(model, offline=True), get_gpu(gpu_id)
+    setup = adapt_setup(Setup(method=method), gpu)
+    v = fit(arch, setup, gpu)
+    assert v.min_gpus is not None and not v.fits_on_one
+    assert v.per_gpu.reserved_bytes <= gpu.usable_bytes
+    assert v.to_dict()["per_gpu_bytes"] == v.per_gpu.reserved_bytes
+    counts = gpu_counts(64)
+    est, layout = estimate(arch, setup), model_layout(arch, setup)
+    if v.min_gpus > 1:
+        below = per_gpu(est, _plan(v.strategy, counts[counts.index(v.min_gpus) - 1], 1, v.offload), layout)
+        assert below.reserved_bytes > gpu.usable_bytes
+    # no rung of the same offload tier fits with fewer GPUs (brute force over the counts)
+    for strategy, offload in LADDER:
+        if offload == v.offload:
+            assert not any(per_gpu(est, _plan(strategy, n, 1, offload), layout).reserved_bytes <= gpu.usable_bytes
+                           for n in counts if n < v.min_gpus), (strategy, offload)
+
+
+def test_single_plan_reproduces_the_estimate_exactly(llama8b):
+    for method in ("full", "lora", "qlora"):
+        for opt in ("adamw", "adamw-foreach", "paged-adamw-8bit"):
+            est = estimate(llama8b, Setup(method=method, optimizer=opt))
+            pg = per_gpu(est, Plan(), model_layout(llama8b, est.setup))
+            assert (pg.peak_allocated_bytes, pg.reserved_bytes, pg.device_bytes, pg.peak_phase) == (
+                est.peak_allocated_bytes, est.reserved_bytes, est.device_bytes, est.peak_phase)
+
+
+@pytest.mark.parametrize("method", ["full", "lora", "qlora"])
+@pytest.mark.parametrize("gpu_id", ["rtx-4090", "a100-80gb"])
+def test_real_max_batch_against_brute_force(llama8b, method, gpu_id):
+    gpu = get_gpu(gpu_id)
+    setup = Setup(method=method)
+    layout = model_layout(llama8b, setup)
+
+    def ok(b):
+        return per_gpu(estimate(llama8b, setup.replace(batch_size=b)), Plan(), layout).reserved_bytes <= gpu.usable_bytes
+
+    brute = 0
+    while brute < 512 and ok(brute + 1):
+        brute += 1
+    assert max_batch(llama8b, setup, gpu, limit=512) == brute
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+@pytest.mark.parametrize("method", ["full", "qlora"])
+def test_real_max_seq_len_against_brute_force(llama8b, attention, method):
+    gpu = get_gpu("a100-80gb")
+    setup = Setup(method=method, attention=attention)
+    layout = model_layout(llama8b, setup)
+
+    def ok(s):
+        return per_gpu(estimate(llama8b, setup.replace(seq_len=s)), Plan(), layout).reserved_bytes <= gpu.usable_bytes
+
+    limit = 1 << 17
+    got = max_seq_len(llama8b, setup, gpu, limit=limit)
+    coarse = max((s for s in range(256, limit + 1, 256) if ok(s)), default=0)
+    brute = next(s for s in range(coarse + 255, coarse - 1, -1) if s == 0 or ok(s)) if coarse else 0
+    assert got == brute
+    # capped at the context length by default
+    assert max_seq_len(llama8b, setup, gpu) == min(got, 8192)
+
+
+def test_real_advise_t4_gets_fp16_recipes(llama8b):
+    adv = advise(llama8b, get_gpu("t4"))
+    assert adv and all(a.setup.precision == "fp16" for a in adv)
+    assert all(a.per_gpu.reserved_bytes <= get_gpu("t4").usable_bytes for a in adv)
+    assert adv[0].command.startswith("hubvram meta-llama/Meta-Llama-3-8B --method ")
+
+
+# --- the command line: gpus, advise ---------------------------------------------------------------------
+import csv  # noqa: E402
+import io  # noqa: E402
+import json  # noqa: E402
+
+from click.testing import CliRunner  # noqa: E402
+
+from hubvram.cli import main  # noqa: E402
+
+
+@pytest.fixture
+def run(tmp_path, monkeypatch):
+    monkeypatch.setenv("HUBVRAM_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+    def _run(*args):
+        return CliRunner().invoke(main, list(args), catch_exceptions=False)
+    return _run
+
+
+def test_cli_gpus_every_format(run):
+    from hubvram.gpus import load_catalog
+
+    t = run("gpus")
+    assert t.exit_code == 0 and "h100-80gb *" in t.stdout and "no (fp16)" in t.stdout
+    md = run("gpus", "--format", "markdown").stdout
+    assert md.startswith("| id") and "| t4 *" in md
+    js = json.loads(run("gpus", "--format", "json").stdout)["gpus"]
+    assert len(js) == len(load_catalog()) and js[1]["id"] == "t4" and js[1]["bf16"] is False
+    rows = list(csv.DictReader(io.StringIO(run("gpus", "--format", "csv").stdout)))
+    assert rows[0]["id"] == "rtx-3060" and int(rows[0]["usable_bytes"]) < int(rows[0]["memory_bytes"])
+
+
+def test_cli_advise_every_format(run):
+    t = run("advise", "meta-llama/Meta-Llama-3-8B", "--gpu", "rtx-4090", "--offline")
+    assert t.exit_code == 0
+    assert "least compromise first" in t.stdout and "hubvram meta-llama/Meta-Llama-3-8B --method lora" in t.stdout
+    js = json.loads(run("advise", "meta-llama/Meta-Llama-3-8B", "--gpu", "rtx-4090", "--offline",
+                        "--format", "json").stdout)
+    adv = js["advice"]
+    assert js["gpu"] == "rtx-4090" and adv[0]["rank"] == 1 and adv[0]["per_gpu_bytes"] < 24 * 10**9
+    assert {"method", "optimizer", "grad_checkpointing", "batch_size", "lora_rank", "strategy", "gpus",
+            "command"} <= set(adv[0])
+    cs = list(csv.DictReader(io.StringIO(run("advise", "meta-llama/Meta-Llama-3-8B", "--gpu", "rtx-4090",
+                                             "--offline", "--format", "csv").stdout)))
+    assert cs[0]["rank"] == "1" and cs[0]["command"].startswith("hubvram ")
+    md = run("advise", "meta-llama/Meta-Llama-3-8B", "--gpu", "rtx-4090", "--offline", "--format", "markdown").stdout
+    assert md.startswith("### Setups") and "`hubvram meta-llama/Meta-Llama-3-8B" in md
+
+
+def test_cli_advise_multi_gpu_and_custom_size(run):
+    js = json.loads(run("advise", "meta-llama/Llama-3.1-70B", "--gpu", "a100-80gb", "--gpus", "8", "--offline",
+                        "--format", "json").stdout)["advice"]
+    assert js[0]["method"] == "full" and 1 < js[0]["gpus"] <= 8 and js[0]["strategy"] in ("zero2", "zero3", "fsdp")
+    assert "--strategy" in js[0]["command"] and "--gpus" in js[0]["command"]
+    r = run("advise", "meta-llama/Llama-3.2-1B", "--gpu", "12GiB", "--offline", "--format", "json")
+    adv = json.loads(r.stdout)["advice"]
+    assert adv and "--gpu-memory 12884901888B" in adv[0]["command"]
+
+
+def test_cli_advise_unknown_gpu_is_an_input_error(run):
+    r = run("advise", "meta-llama/Llama-3.2-1B", "--gpu", "rtx-9999", "--offline")
+    assert r.exit_code == 2 and "unknown GPU 'rtx-9999'" in r.stderr

@@ -365,5 +365,307 @@ def cache_snapshot(models: tuple[str, ...], out_dir: str, token: str | None, cac
     _exit(_guard(run, debug))
 
 
+# --------------------------------------------------------------------------------------------------
+# GPU fit, multi-GPU, compare, advise (hubvram.fit / parallel / compare / render_fit): gpus, compare, advise,
+# and the fit options `show` takes (fit_options, fit_section)
+# --------------------------------------------------------------------------------------------------
+def _gpu_list(gpu_ids: Sequence[str], gpu_memory: Sequence[str]):
+    """--gpu ID (repeatable, `all` = the catalog) and --gpu-memory SIZE (repeatable); default: default_gpus()."""
+    from .gpus import custom_gpu, default_gpus, get_gpu, load_catalog
+
+    out = []
+    for g in gpu_ids:
+        out.extend(load_catalog() if g.strip().lower() == "all" else [get_gpu(g)])
+    out.extend(custom_gpu(m) for m in gpu_memory)
+    return tuple(dict.fromkeys(out)) or default_gpus()
+
+
+def _one_gpu(text: str):
+    """A GPU id, or a size such as 24GiB (a custom card)."""
+    from .gpus import UnknownGPUError, custom_gpu, get_gpu
+
+    try:
+        return get_gpu(text)
+    except UnknownGPUError:
+        if text.strip()[:1].isdigit():
+            return custom_gpu(text)
+        raise
+
+
+def plan_options(f):
+    """GPU columns and the multi-GPU plan (show and compare)."""
+    from .parallel import OFFLOADS, STRATEGIES
+
+    for opt in reversed([
+        click.option("--gpu", "gpu_ids", multiple=True, metavar="ID",
+                     help="A GPU column (repeatable); `all` for the whole catalog (see `hubvram gpus`)."),
+        click.option("--gpu-memory", multiple=True, metavar="SIZE",
+                     help="A custom card with this much usable memory, e.g. 24GiB or 80GB (repeatable)."),
+        click.option("--strategy", type=click.Choice(STRATEGIES), default=None,
+                     help="Multi-GPU strategy (default: try zero2, zero3, fsdp, then CPU offload)."),
+        click.option("--gpus", "n_gpus", type=click.IntRange(1, 4096), default=None,
+                     help="GPU count (with --strategy: show the per-GPU breakdown; otherwise a cap)."),
+        click.option("--nodes", type=click.IntRange(1, 512), default=1, show_default=True,
+                     help="Nodes the GPUs are spread over (fsdp-hybrid shards within a node)."),
+        click.option("--offload", type=click.Choice(OFFLOADS), default=None,
+                     help="CPU offload (DeepSpeed/FSDP): optimizer states, or parameters too."),
+    ]):
+        f = opt(f)
+    return f
+
+
+def fit_options(f):
+    """plan_options plus the inverse questions and the CI gate (show)."""
+    for opt in reversed([
+        click.option("--max-batch", is_flag=True, help="Largest micro-batch that fits on the (one) --gpu, per method."),
+        click.option("--max-seq-len", is_flag=True, help="Longest sequence that fits on the (one) --gpu, per method."),
+        click.option("--require-fit", metavar="GPU",
+                     help="Exit 1 unless the selected method fits on this GPU (id or size; with --gpus/--strategy "
+                          "under that plan)."),
+    ]):
+        f = opt(f)
+    return plan_options(f)
+
+
+def _fit_request(gpu_ids, gpu_memory, strategy, n_gpus, nodes, offload):
+    from .fit import FitRequest
+
+    return FitRequest(gpus=_gpu_list(gpu_ids, gpu_memory), strategy=strategy, n_gpus=n_gpus, nodes=nodes,
+                      offload=offload)
+
+
+def fit_section(arch, setups, req, fmt: str, *, selected: str, max_batch: bool = False,
+                max_seq_len: bool = False, require_fit: str | None = None) -> tuple[dict[str, Any], int]:
+    """Everything `show` prints after the breakdown: the fit matrix, the per-GPU breakdown of an explicit
+    plan, the inverse answers and the --require-fit verdict.
+
+    ``setups`` maps a method label to its Setup; ``selected`` is the label --require-fit and the plan
+    breakdown use. Returns ``({"text", "fit", "parallel", "inverse", "require_fit"}, exit code)``: ``fit``
+    maps each label to its JSON ``fit`` list, the other keys hold JSON-ready dicts (or None).
+    """
+    from . import fit as F
+    from . import render_fit as R
+    from .parallel import model_layout, per_gpu
+
+    rows = F.fit_matrix(arch, setups, req.gpus, ladder=req.ladder, max_gpus=req.cap, nodes=req.nodes)
+    parts = [R.render_fit_matrix(rows, fmt)]
+    out: dict[str, Any] = {"fit": {r.label: R.fit_records(r.verdicts) for r in rows}, "rows": rows,
+                           "parallel": None, "inverse": None, "require_fit": None}
+    by_label = {r.label: r for r in rows}
+    plan = req.plan_or_none()
+    if plan is not None:
+        r = by_label[selected]
+        pg = per_gpu(r.estimate, plan, model_layout(arch, r.setup))
+        out["parallel"] = {"method": selected, **pg.to_dict()}
+        parts.append(R.render_per_gpu(pg, fmt, req.gpus[0] if len(req.gpus) == 1 else None))
+    if max_batch or max_seq_len:
+        if len(req.gpus) != 1:
+            raise errors.InputError("--max-batch / --max-seq-len need exactly one --gpu (or --gpu-memory)")
+        gpu = req.gpus[0]
+        inv = []
+        for label, setup in setups.items():
+            s = F.adapt_setup(setup, gpu)
+            p = plan or F.Plan()
+            inv.append({"method": label, "gpu": gpu.id, "plan": p.label, "seq_len": s.seq_len,
+                        "batch_size": s.batch_size,
+                        "max_batch": F.max_batch(arch, s, gpu, plan=p) if max_batch else None,
+                        "max_seq_len": F.max_seq_len(arch, s, gpu, plan=p) if max_seq_len else None})
+        out["inverse"] = inv
+        from .render import table
+
+        head = ("### " if fmt == "markdown" else "") + f"Largest that fits on {gpu.id} ({inv[0]['plan']})"
+        cols = ["method"] + (["max micro-batch (at seq)"] if max_batch else []) + \
+            (["max seq len (at batch)"] if max_seq_len else [])
+        body = [[d["method"]] + ([f"{d['max_batch']} (seq {d['seq_len']})"] if max_batch else [])
+                + ([f"{d['max_seq_len']} (batch {d['batch_size']})"] if max_seq_len else []) for d in inv]
+        parts.append(head + "\n\n" + table(body, cols, fmt))
+    code = errors.EXIT_OK
+    if require_fit:
+        gpu = _one_gpu(require_fit)
+        ladder, cap = req.require_plan()
+        r = by_label[selected]
+        s = F.adapt_setup(r.setup, gpu)
+        v = F.fit(arch, s, gpu, ladder=ladder, max_gpus=cap, nodes=req.nodes)
+        ok = v.min_gpus is not None
+        out["require_fit"] = {"gpu": gpu.id, "method": selected, "ok": ok, **v.to_dict()}
+        what = "1 GPU" if cap == 1 else f"≤ {cap} GPUs"
+        parts.append(f"require-fit {gpu.id} ({selected}, {what}): " +
+                     (f"OK ({v.cell})" if ok else f"FAILED ({gib_text(v)})"))
+        code = errors.EXIT_OK if ok else errors.EXIT_REQUIRE_FIT
+    out["text"] = "\n\n".join(parts)
+    return out, code
+
+
+def gib_text(v) -> str:
+    return f"{v.per_gpu.reserved_bytes / 2**30:.2f} GiB per GPU > {v.gpu.usable_bytes / 2**30:.2f} GiB usable"
+
+
+def _setup_options(f):
+    """The training setup for compare / advise (defaults: hubvram.memory.Setup)."""
+    from .memory.setup import ATTENTIONS, METHODS, OPTIMIZERS, PRECISIONS
+
+    for opt in reversed([
+        click.option("--method", "methods", multiple=True, type=click.Choice(METHODS),
+                     help="Method row(s) (repeatable; default: full, lora, qlora)."),
+        click.option("--batch-size", type=click.IntRange(1), default=None, help="Micro-batch per GPU (default 1)."),
+        click.option("--seq-len", type=click.IntRange(1), default=None, help="Sequence length (default 2048)."),
+        click.option("--precision", type=click.Choice(PRECISIONS), default=None, help="Default bf16."),
+        click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=None, help="Default adamw (fused)."),
+        click.option("--grad-checkpointing/--no-grad-checkpointing", default=None, help="Default on."),
+        click.option("--lora-rank", type=click.IntRange(1), default=None, help="Default 16."),
+        click.option("--attention", type=click.Choice(ATTENTIONS), default=None, help="Default sdpa."),
+    ]):
+        f = opt(f)
+    return f
+
+
+def _setups(methods: Sequence[str], **knobs: Any) -> dict[str, Any]:
+    from .memory.setup import METHODS, Setup
+
+    kw = {k: v for k, v in knobs.items() if v is not None}
+    return {m: Setup(method=m, **kw) for m in (methods or METHODS)}
+
+
+@main.command("gpus")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+def gpus_cmd(fmt: str, debug: bool) -> None:
+    """The GPU catalog: ids for --gpu, memory as the driver reports it, what training can use, bf16."""
+    from . import render, render_fit
+    from .gpus import load_catalog
+
+    def run() -> int:
+        cat = load_catalog()
+        if fmt == "json":
+            click.echo(render.to_json({"gpus": render_fit.gpu_records(cat)}))
+        elif fmt == "csv":
+            recs = [{**r, "aliases": " ".join(r["aliases"])} for r in render_fit.gpu_records(cat)]
+            click.echo(render.to_csv(recs), nl=False)
+        else:
+            click.echo(render_fit.render_gpus(cat, fmt))
+        return errors.EXIT_OK
+
+    _exit(_guard(run, debug))
+
+
+@main.command()
+@click.argument("models", nargs=-1)
+@click.option("--from-file", type=click.File("r"), default=None,
+              help="Also read model ids from FILE, one per line (# comments; - for stdin).")
+@click.option("--sort", "sort_by", default=None, metavar="COLUMN",
+              help="Sort by model, method, params, peak or a GPU id (verdict: fits on 1 first).")
+@click.option("--jobs", "-j", type=click.IntRange(1, 64), default=8, show_default=True, help="Models fetched at once.")
+@_setup_options
+@plan_options
+@source_options
+def compare(models, from_file, sort_by, jobs, methods, batch_size, seq_len, precision, optimizer,
+            grad_checkpointing, lora_rank, attention, gpu_ids, gpu_memory, strategy, n_gpus, nodes, offload,
+            revision, offline, cache_dir, token, fmt, debug) -> None:
+    """Many models side by side: a row per model and method, with a verdict per GPU.
+
+    \b
+      hubvram compare meta-llama/Meta-Llama-3-8B Qwen/Qwen2.5-7B --gpu rtx-4090 --gpu a100-80gb
+      hubvram compare --from-file models.txt --sort peak --format csv
+    Exit code 4 when some models failed (their rows say why), the failing model's code when all did.
+    """
+    from . import api, render
+    from . import compare as C
+
+    def run() -> int:
+        if revision:
+            raise errors.InputError("compare takes no --revision: write MODEL@REV")
+        ids = list(models) + (api.iter_ids_from_file(from_file) if from_file is not None else [])
+        if not ids:
+            raise click.UsageError("give at least one MODEL or --from-file FILE")
+        req = _fit_request(gpu_ids, gpu_memory, strategy, n_gpus, nodes, offload)
+        setups = _setups(methods, batch_size=batch_size, seq_len=seq_len, precision=precision, optimizer=optimizer,
+                         grad_checkpointing=grad_checkpointing, lora_rank=lora_rank, attention=attention)
+        with _load_progress(len(ids)) as tick:
+            archs = api.load_models(ids, max_workers=jobs, offline=offline, cache_dir=cache_dir, token=token,
+                                    on_done=tick)
+        rows = C.compare_rows(ids, archs, setups, req.gpus, ladder=req.ladder, max_gpus=req.cap, nodes=req.nodes)
+        rows = C.sort_rows(rows, sort_by, req.gpus)
+        if fmt == "json":
+            click.echo(render.to_json({"models": C.compare_records(rows), "gpus": [g.id for g in req.gpus]}))
+        elif fmt == "csv":
+            click.echo(render.to_csv(C.compare_csv_rows(rows, req.gpus)), nl=False)
+        else:
+            click.echo(C.render_compare(rows, req.gpus, fmt))
+        failed = [r for r in rows if not r.ok]
+        if not failed:
+            return errors.EXIT_OK
+        for r in failed:
+            click.echo(f"hubvram: error: {r.error}", err=True)
+        return failed[0].error.exit_code if len(failed) == len(ids) else errors.EXIT_PARTIAL
+
+    _exit(_guard(run, debug))
+
+
+class _load_progress:
+    """A progress bar on stderr while models load: only for more than one model and a terminal."""
+
+    def __init__(self, total: int) -> None:
+        import threading
+
+        self.total, self.bar, self.lock = total, None, threading.Lock()
+
+    def __enter__(self):
+        if self.total > 1 and sys.stderr.isatty():
+            self.bar = click.progressbar(length=self.total, label="loading", file=sys.stderr)
+            self.bar.__enter__()
+
+        def tick() -> None:
+            if self.bar is not None:
+                with self.lock:
+                    self.bar.update(1)
+        return tick
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
+
+
+@main.command()
+@click.argument("model")
+@click.option("--gpu", "gpu_id", required=True, metavar="ID", help="The GPU (id, or a size such as 24GiB).")
+@click.option("--gpus", "n_gpus", type=click.IntRange(1, 4096), default=None,
+              help="GPU budget (default: 1, or the fewest GPUs at which anything fits).")
+@click.option("--top", type=click.IntRange(1, 50), default=5, show_default=True, help="How many setups.")
+@click.option("--seq-len", type=click.IntRange(1), default=None, help="Sequence length (default 2048).")
+@click.option("--lora-rank", type=click.IntRange(1), default=None, help="LoRA rank (default 16).")
+@click.option("--attention", type=click.Choice(("sdpa", "flash", "eager")), default=None, help="Default sdpa.")
+@source_options
+def advise(model, gpu_id, n_gpus, top, seq_len, lora_rank, attention, revision, offline, cache_dir, token, fmt,
+           debug) -> None:
+    """The least-compromise setups that fit MODEL on a GPU, ranked, each as a command line.
+
+    Tries full / LoRA / QLoRA x AdamW / 8-bit AdamW x checkpointing off / on, each at its largest
+    micro-batch, on one GPU or the fewest that fit (or --gpus N); fp16 recipes on T4 / V100.
+
+    \b
+      hubvram advise meta-llama/Meta-Llama-3-8B --gpu rtx-4090
+      hubvram advise meta-llama/Llama-3.1-70B --gpu h100 --gpus 8
+    """
+    from . import api, render, render_fit
+    from . import fit as F
+
+    def run() -> int:
+        gpu = _one_gpu(gpu_id)
+        base = _setups(("lora",), seq_len=seq_len, lora_rank=lora_rank, attention=attention)["lora"]
+        arch = api.load_model(model, revision=revision, offline=offline, cache_dir=cache_dir, token=token)
+        adv = F.advise(arch, gpu, n_gpus, base=base, top=top)
+        if fmt == "json":
+            click.echo(render.to_json({"model": arch.model_id, "gpu": gpu.id,
+                                       "advice": render_fit.advice_records(adv)}))
+        elif fmt == "csv":
+            click.echo(render.to_csv([{**d, "compromises": "; ".join(d["compromises"])}
+                                      for d in render_fit.advice_records(adv)]), nl=False)
+        else:
+            click.echo(render_fit.render_advice(adv, arch.model_id, gpu, fmt))
+        return errors.EXIT_OK
+
+    _exit(_guard(run, debug))
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

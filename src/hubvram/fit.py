@@ -24,7 +24,7 @@ from .gpus import GPU
 from .parallel import ModelLayout, Plan, PerGPU, model_layout, per_gpu
 
 __all__ = [
-    "LADDER", "MAX_GPUS", "GPUS_PER_NODE", "FIT_FIGURE", "Verdict", "Advice", "MatrixRow",
+    "LADDER", "MAX_GPUS", "GPUS_PER_NODE", "FIT_FIGURE", "FitRequest", "Verdict", "Advice", "MatrixRow",
     "fits", "gpu_counts", "fit", "fit_plan", "fit_matrix", "max_batch", "max_seq_len", "largest_fitting",
     "advise", "adapt_setup", "command_line",
 ]
@@ -38,6 +38,10 @@ LADDER: tuple[tuple[str, str | None], ...] = (
     ("zero2", None), ("zero3", None), ("fsdp", None),
     ("zero2", "optimizer"), ("zero3", "optimizer"), ("zero3", "params"),
 )
+#: Offload tiers: GPU-resident first, then optimizer offload (ZeRO-Offload: the CPU runs Adam, PCIe carries
+#: gradients and updated weights once per step), then parameter offload (ZeRO-Infinity / FSDP CPUOffload:
+#: PCIe carries every layer's weights in forward and backward), whatever the GPU counts.
+OFFLOAD_RANK: Mapping[str | None, int] = {None: 0, "optimizer": 1, "params": 2}
 MAX_GPUS = 64
 #: GPU counts are 1..8 on one node, then whole nodes of 8 (9 GPUs means two nodes anyway).
 GPUS_PER_NODE = 8
@@ -89,6 +93,56 @@ def _plan(strategy: str, n: int, nodes: int, offload: str | None) -> Plan:
 
 
 # --------------------------------------------------------------------------------------------------
+# what the user asked for
+# --------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class FitRequest:
+    """The fit question as the command line puts it.
+
+    ``strategy`` / ``offload`` restrict the ladder (``--offload`` alone keeps the ladder's rungs with that
+    offload); ``n_gpus`` caps the count (default :data:`MAX_GPUS`); with both ``strategy`` and ``n_gpus``
+    :attr:`plan` is the exact plan whose per-GPU breakdown is shown.
+    """
+
+    gpus: tuple[GPU, ...]
+    strategy: str | None = None
+    n_gpus: int | None = None
+    nodes: int = 1
+    offload: str | None = None
+    max_gpus: int = MAX_GPUS
+
+    def __post_init__(self) -> None:
+        if self.strategy or self.n_gpus or self.offload:
+            self.plan_or_none()  # validate early: one-line input errors
+
+    @property
+    def ladder(self) -> tuple[tuple[str, str | None], ...]:
+        if self.strategy:
+            return ((self.strategy, self.offload),)
+        if self.offload:
+            return tuple(r for r in LADDER if r[1] == self.offload)
+        return LADDER
+
+    @property
+    def cap(self) -> int:
+        return self.n_gpus or self.max_gpus
+
+    def plan_or_none(self) -> Plan | None:
+        if self.strategy is None:
+            if self.offload and self.n_gpus:
+                return Plan("zero3", self.n_gpus, self.nodes, self.offload)
+            return None
+        n = self.n_gpus or (1 if self.strategy == "single" else self.nodes)
+        return Plan(self.strategy, n, self.nodes if self.strategy != "single" else 1, self.offload)
+
+    def require_plan(self) -> tuple[tuple[tuple[str, str | None], ...], int]:
+        """Ladder and cap for ``--require-fit``: one GPU unless ``--gpus`` / ``--strategy`` say otherwise."""
+        if self.strategy is None and self.n_gpus is None and self.offload is None:
+            return (), 1
+        return self.ladder, self.n_gpus or (self.nodes if self.strategy else self.max_gpus)
+
+
+# --------------------------------------------------------------------------------------------------
 # verdicts
 # --------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
@@ -137,8 +191,9 @@ def fit_plan(est: Any, layout: ModelLayout, gpu: GPU, *, ladder: Sequence[tuple[
              max_gpus: int = MAX_GPUS, nodes: int = 1) -> Verdict:
     """The verdict for one estimate on one GPU: one GPU, else the fewest GPUs over ``ladder``.
 
-    GPU-resident strategies are preferred to offload ones whatever the counts (offload is slow); among
-    each, the smallest GPU count wins and ties go to the earlier (cheaper) strategy. Per-GPU memory is
+    GPU-resident strategies are preferred to optimizer offload, and that to parameter offload, whatever the
+    counts (:data:`OFFLOAD_RANK`); within a tier the smallest GPU count wins and ties go to the earlier
+    (cheaper) strategy. Per-GPU memory is
     non-increasing in N under every sharding strategy, so each strategy's minimum is a bisection over
     :func:`gpu_counts` (about log2(15) per_gpu calls).
     """
@@ -146,7 +201,7 @@ def fit_plan(est: Any, layout: ModelLayout, gpu: GPU, *, ladder: Sequence[tuple[
     counts = gpu_counts(max_gpus, nodes)
     if nodes == 1 and fits(single, gpu):
         return Verdict(gpu, True, 1, Plan(), single, max_gpus, single)
-    best: tuple[int, int, int] | None = None  # (tier, count, ladder index)
+    best: tuple[int, int, int] | None = None  # (offload rank, count, ladder index)
     best_pg: PerGPU | None = None
     leanest: PerGPU | None = None
     for i, (strategy, offload) in enumerate(ladder):
@@ -159,7 +214,7 @@ def fit_plan(est: Any, layout: ModelLayout, gpu: GPU, *, ladder: Sequence[tuple[
             if leanest is None or getattr(at_cap, FIT_FIGURE) < getattr(leanest, FIT_FIGURE):
                 leanest = at_cap
             continue
-        key = (offload is not None, counts[k], i)
+        key = (OFFLOAD_RANK[offload], counts[k], i)
         if best is None or key < best:
             best, best_pg = key, pg_at(k)
     if best_pg is None:

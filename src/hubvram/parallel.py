@@ -47,7 +47,7 @@ STAGE: Mapping[str, int] = {"single": 0, "ddp": 0, "zero1": 1, "zero2": 2, "zero
 
 CATEGORIES: tuple[str, ...] = (
     "frozen_weights", "trainable_weights", "master_weights", "gradients", "optimizer_states",
-    "optimizer_transients", "activations", "logits", "transients", "overhead",
+    "optimizer_transients", "activations", "logits", "transients", "overhead", "other",
     "gather_buffers", "communication_buffers",
 )
 
@@ -343,8 +343,20 @@ def model_layout(arch: Any, setup: Any = None) -> ModelLayout:
 # --------------------------------------------------------------------------------------------------
 # categories of the memory model's components
 # --------------------------------------------------------------------------------------------------
+#: The categories of hubvram.memory's component names (the part before the first dot, or the whole name).
+#: "weights" is trainable under full fine-tuning and frozen under LoRA/QLoRA. The autocast caches (half
+#: copies of weights) and the embedding backward are kept whole: conservative under sharding.
+MEMORY_CATEGORIES: Mapping[str, str] = {
+    "weights": "weights", "weights.nf4": "frozen_weights", "weights.nf4_stats": "frozen_weights",
+    "lora_adapters": "trainable_weights", "buffers": "other", "inputs": "activations",
+    "positions_labels": "activations", "optimizer_states": "optimizer_states",
+    "optimizer_step": "optimizer_transients", "gradients": "gradients", "activations": "activations",
+    "logits": "logits", "autocast_cache": "transients", "embedding_backward": "transients",
+    "kernel_scratch": "overhead",
+}
+
 #: Ordered (regex on the lower-case component name, category); first match wins. Used only when a
-#: component carries no ``category`` of its own.
+#: component carries no ``category`` of its own and its name is not in :data:`MEMORY_CATEGORIES`.
 CATEGORY_RULES: tuple[tuple[str, str], ...] = (
     (r"cuda|context|cublas|workspace|overhead|allocator|fragment|runtime|nccl", "overhead"),
     (r"activation|checkpoint|saved|recompute|lora.?dropout", "activations"),
@@ -368,8 +380,11 @@ def category(component: Any, method: str = "full") -> str:
     "Weights" with no qualifier are trainable under full fine-tuning and frozen under LoRA/QLoRA.
     """
     own = getattr(component, "category", None)
+    name = str(component.name)
     if own:
         cat = str(own)
+    elif name in MEMORY_CATEGORIES or name.split(".", 1)[0] in MEMORY_CATEGORIES:
+        cat = MEMORY_CATEGORIES.get(name) or MEMORY_CATEGORIES[name.split(".", 1)[0]]
     else:
         name = str(component.name).lower()
         cat = next((c for rx, c in _CATEGORY_RX if rx.search(name)), "transients")
@@ -394,11 +409,12 @@ class Part:
     phases: tuple[str, ...]
     formula: str
     source: str
+    evictable: bool = False     # outside PyTorch's allocator (paged optimizer states): device total only
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "category": self.category, "bytes": self.bytes, "host_bytes": self.host_bytes,
                 "replica_bytes": self.replica_bytes, "divisor": self.divisor, "phases": list(self.phases),
-                "formula": self.formula, "source": self.source}
+                "formula": self.formula, "source": self.source, "evictable": self.evictable}
 
 
 @dataclass(frozen=True)
@@ -457,7 +473,7 @@ def per_gpu(est: Any, plan: Plan, layout: ModelLayout | None = None, *, method: 
         parts.append(Part(name=str(c.name), category=cat, bytes=0 if to_host else nbytes,
                           host_bytes=nbytes if to_host else 0, replica_bytes=int(c.bytes), divisor=divisor,
                           phases=_phases(c, all_phases), formula=formula + (" [offloaded to host]" if to_host else ""),
-                          source=str(getattr(c, "source", ""))))
+                          source=str(getattr(c, "source", "")), evictable=bool(getattr(c, "evictable", False))))
 
     def live_in(cat: str) -> tuple[str, ...]:
         ph = [p for x in parts if x.category == cat and x.replica_bytes for p in x.phases]
@@ -489,10 +505,11 @@ def per_gpu(est: Any, plan: Plan, layout: ModelLayout | None = None, *, method: 
     elif plan.stage == 3:
         notes.append("no model layout given: the ZeRO-3/FSDP gather buffer is not counted")
 
-    phase_bytes = {ph: sum(x.bytes for x in parts if ph in x.phases) for ph in all_phases}
+    phase_bytes = {ph: sum(x.bytes for x in parts if ph in x.phases and not x.evictable) for ph in all_phases}
     peak_phase = max(phase_bytes, key=lambda k: phase_bytes[k])
     peak = phase_bytes[peak_phase]
-    reserved, device = _reserved_device(est, peak)
+    gathered = max((x.bytes for x in parts if x.category == "gather_buffers"), default=0)
+    reserved, device = _reserved_device(est, parts, peak, gathered // 2)
     host_per_gpu = sum(x.host_bytes for x in parts)
     host = host_ram_bytes(host_per_gpu, plan.gpus_per_node) if host_per_gpu else 0
     return PerGPU(plan=plan, parts=tuple(parts), phase_bytes=phase_bytes, peak_phase=peak_phase,
@@ -500,20 +517,28 @@ def per_gpu(est: Any, plan: Plan, layout: ModelLayout | None = None, *, method: 
                   host_bytes_per_node=host, notes=tuple(notes))
 
 
-def _reserved_device(est: Any, allocated: int) -> tuple[int, int]:
-    """Reserved and device figures for a per-GPU peak of ``allocated`` bytes.
+def _reserved_device(est: Any, parts: list[Part], allocated: int, extra_transient: int) -> tuple[int, int]:
+    """Reserved and device figures for one GPU whose allocated peak is ``allocated``.
 
-    The memory model owns the allocated -> reserved -> device rule; when it exposes it as
-    ``est.reserved_for(allocated)`` / ``est.device_for(reserved)`` those are used. Otherwise the
-    estimate's own ratio reserved/allocated is applied, and device keeps the estimate's fixed
-    device - reserved difference (CUDA context and libraries do not shrink with sharding).
+    With a :class:`hubvram.memory.Estimate` the memory model's own rule is applied to the per-GPU parts
+    (``memory.overhead``: reserved = allocated + 5 % of the non-static bytes + the largest transient block;
+    device = reserved + CUDA context + evictable bytes). The largest transient is recovered from the
+    replica's own figures and raised to one gathered unit (``extra_transient``) under ZeRO-3/FSDP, whose
+    all-gather outputs are allocated and freed layer after layer. With a stand-in estimate the replica's
+    reserved/allocated ratio and its device - reserved difference are applied.
     """
-    rf = getattr(est, "reserved_for", None)
-    df = getattr(est, "device_for", None)
-    if callable(rf) and callable(df):
-        r = int(rf(allocated))
-        return r, int(df(r))
+    try:
+        from .memory import Estimate, _STATIC
+        from .memory.overhead import FRAGMENTATION_FRACTION, device_bytes, reserved_bytes
+    except ImportError:  # pragma: no cover - the memory model is part of the package
+        Estimate = None  # type: ignore[assignment,misc]
+    if Estimate is not None and isinstance(est, Estimate):
+        static_rep = sum(c.bytes for c in est.components if c.name in _STATIC)
+        dynamic_rep = max(est.peak_allocated_bytes - static_rep, 0)
+        largest = max(est.reserved_bytes - est.peak_allocated_bytes - int(FRAGMENTATION_FRACTION * dynamic_rep), 0)
+        static = sum(p.bytes for p in parts if p.name in _STATIC)
+        reserved = reserved_bytes(allocated, static, max(largest, extra_transient))
+        return reserved, device_bytes(reserved, sum(p.bytes for p in parts if p.evictable))
     peak = int(est.peak_allocated_bytes) or 1
     reserved = math.ceil(allocated * int(est.reserved_bytes) / peak)
     return reserved, reserved + int(est.device_bytes) - int(est.reserved_bytes)
-
