@@ -10,6 +10,7 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # `import fakehub` works with or without __init__.py
 
 from fakehub import FakeHub  # noqa: E402
+from hostile_stats import pytest_terminal_summary  # noqa: E402,F401 - prints the `hostile:` count line
 
 
 @pytest.fixture
