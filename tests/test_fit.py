@@ -366,3 +366,96 @@ def test_cli_advise_multi_gpu_and_custom_size(run):
 def test_cli_advise_unknown_gpu_is_an_input_error(run):
     r = run("advise", "meta-llama/Llama-3.2-1B", "--gpu", "rtx-9999", "--offline")
     assert r.exit_code == 2 and "unknown GPU 'rtx-9999'" in r.stderr
+
+
+# --- `hubvram MODEL`: the fit matrix in the default output, options, --require-fit ----------------------
+def test_show_prints_the_fit_matrix_after_the_summary(run):
+    r = run("meta-llama/Meta-Llama-3-8B", "--offline")
+    assert r.exit_code == 0
+    out = r.stdout
+    assert out.index("Parameters:") < out.index("GPU fit")
+    matrix = out[out.index("GPU fit"):].splitlines()
+    header = matrix[2]
+    from hubvram.gpus import default_gpus
+
+    assert all(f"{g.id} (" in header for g in default_gpus())
+    rows = {ln.split()[0]: ln for ln in matrix[4:7]}
+    assert set(rows) == {"full", "lora", "qlora"}
+    assert "fits on 1" in rows["qlora"] and "× zero" in rows["full"]
+
+
+def test_show_gpu_all_and_custom_memory(run):
+    from hubvram.gpus import load_catalog
+
+    js = json.loads(run("meta-llama/Llama-3.2-1B", "--offline", "--gpu", "all", "--gpu-memory", "6GiB",
+                        "--method", "lora", "--format", "json").stdout)
+    fit_list = js["models"][0]["estimates"][0]["fit"]
+    assert len(fit_list) == len(load_catalog()) + 1 and fit_list[-1]["gpu"] == "custom-6gib"
+    assert fit_list[-1]["gpu_memory_bytes"] == 6 * GIB
+    t4 = next(f for f in fit_list if f["gpu"] == "t4")
+    assert t4["precision_used"] == "fp16"
+
+
+def test_show_json_fit_per_estimate(run):
+    js = json.loads(run("meta-llama/Llama-3.1-405B", "--offline", "--gpu", "h100-80gb", "--format", "json").stdout)
+    ests = {e["method"]: e for e in js["models"][0]["estimates"]}
+    assert set(ests) == {"full", "lora", "qlora"}
+    f = ests["full"]["fit"][0]
+    assert {"gpu", "gpu_memory_bytes", "fits_on_one", "min_gpus", "strategy", "per_gpu_bytes"} <= set(f)
+    assert f["fits_on_one"] is False and f["min_gpus"] >= 39 and f["strategy"] == "zero3"
+    assert f["per_gpu_bytes"] <= f["usable_bytes"] and f["per_gpu"]["components"]
+
+
+def test_show_strategy_breakdown_and_host_ram(run):
+    r = run("meta-llama/Llama-3.1-70B", "--offline", "--method", "full", "--strategy", "zero3", "--gpus", "16",
+            "--nodes", "2", "--offload", "optimizer", "--gpu", "a100-80gb")
+    assert r.exit_code == 0
+    assert "Per GPU under 16 × zero3 (2 × 8) + offload optimizer" in r.stdout
+    assert "host RAM for offload" in r.stdout and "per node (8 GPUs" in r.stdout
+    js = json.loads(run("meta-llama/Llama-3.1-70B", "--offline", "--method", "full", "--strategy", "fsdp-hybrid",
+                        "--gpus", "16", "--nodes", "2", "--format", "json").stdout)
+    par = js["models"][0]["parallel"]
+    assert par["strategy"] == "fsdp-hybrid" and par["gpus_per_node"] == 8
+    weights = next(c for c in par["components"] if c["name"] == "weights")
+    assert weights["divisor"] == 8  # hybrid shards within the node
+
+
+def test_show_max_batch_and_seq(run):
+    r = run("meta-llama/Meta-Llama-3-8B", "--offline", "--gpu", "rtx-4090", "--max-batch", "--max-seq-len",
+            "--format", "json")
+    inv = {d["method"]: d for d in json.loads(r.stdout)["models"][0]["inverse"]}
+    assert inv["full"]["max_batch"] == 0 and inv["qlora"]["max_batch"] >= 1
+    arch = load_model("meta-llama/Meta-Llama-3-8B", offline=True)
+    assert inv["qlora"]["max_batch"] == max_batch(arch, Setup(method="qlora"), get_gpu("rtx-4090"))
+    assert inv["lora"]["max_seq_len"] == max_seq_len(arch, Setup(method="lora"), get_gpu("rtx-4090"))
+    t = run("meta-llama/Meta-Llama-3-8B", "--offline", "--gpu", "rtx-4090", "--max-batch")
+    assert "Largest that fits on rtx-4090" in t.stdout
+    bad = run("meta-llama/Meta-Llama-3-8B", "--offline", "--max-batch")
+    assert bad.exit_code == 2 and "exactly one --gpu" in bad.stderr
+
+
+def test_require_fit_exit_codes(run):
+    no = run("meta-llama/Meta-Llama-3-8B", "--offline", "--method", "full", "--require-fit", "a10g")
+    assert no.exit_code == 1 and "require-fit a10g (full, 1 GPU): FAILED" in no.stdout
+    yes = run("meta-llama/Meta-Llama-3-8B", "--offline", "--method", "qlora", "--require-fit", "a10g")
+    assert yes.exit_code == 0 and "OK (fits on 1)" in yes.stdout
+    default = run("meta-llama/Meta-Llama-3-8B", "--offline", "--require-fit", "rtx-4090")  # default method: lora
+    assert default.exit_code == 0 and "(lora, 1 GPU)" in default.stdout
+    multi = run("meta-llama/Meta-Llama-3-8B", "--offline", "--method", "full", "--require-fit", "a10g", "--gpus", "4")
+    assert multi.exit_code == 0
+    size = run("meta-llama/Meta-Llama-3-8B", "--offline", "--method", "qlora", "--require-fit", "8GiB",
+               "--format", "json")
+    assert size.exit_code == 1 and json.loads(size.stdout)["models"][0]["require_fit"]["ok"] is False
+
+
+def test_show_csv_and_markdown_carry_the_verdicts(run):
+    rows = list(csv.DictReader(io.StringIO(run("meta-llama/Meta-Llama-3-8B", "--offline", "--gpu", "t4",
+                                               "--format", "csv").stdout)))
+    assert rows[0]["fit_qlora_t4"] == "fits on 1" and rows[0]["fit_full_t4"].endswith("zero3")
+    md = run("meta-llama/Meta-Llama-3-8B", "--offline", "--format", "markdown").stdout
+    assert "### GPU fit" in md and "| qlora" in md
+
+
+def test_show_bad_plan_is_a_one_line_input_error(run):
+    r = run("meta-llama/Meta-Llama-3-8B", "--offline", "--strategy", "ddp", "--gpus", "2", "--offload", "params")
+    assert r.exit_code == 2 and r.stderr.startswith("hubvram: error: --offload needs a ZeRO or FSDP strategy")

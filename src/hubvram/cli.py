@@ -57,24 +57,26 @@ def main() -> None:
 @click.argument("model")
 @source_options
 def show(model: str, revision: str | None, offline: bool | None, cache_dir: str | None, token: str | None,
-         fmt: str, debug: bool) -> None:
-    """The model picture: identity, exact parameter counts and dimensions."""
+         fmt: str, debug: bool, **fit_kw: Any) -> None:
+    """The model picture: identity, exact parameter counts and dimensions, and the GPU fit matrix."""
     from . import api, render
 
     def run() -> int:
         arch = api.load_model(model, revision=revision, offline=offline, cache_dir=cache_dir, token=token)
+        fit, code = show_fit(arch, fmt, **fit_kw)
         if fmt == "json":
-            click.echo(render.to_json({"models": [render.model_dict(arch)]}))
+            click.echo(render.to_json({"models": [{**render.model_dict(arch), **fit["json"]}]}))
         elif fmt == "csv":
             d = render.model_dict(arch)
             click.echo(render.to_csv([{"id": d["id"], "revision": d["revision"], "source": d["source"],
                                        "parameters": d["parameters"]["total"],
                                        "hub_total": d["parameters"]["hub_total"],
-                                       **{f"params_{k}": v for k, v in d["parameters"]["by_group"].items()}}]),
+                                       **{f"params_{k}": v for k, v in d["parameters"]["by_group"].items()},
+                                       **fit["csv"]}]),
                        nl=False)
         else:
-            click.echo(render.model_summary(arch, fmt))
-        return errors.EXIT_OK
+            click.echo(render.model_summary(arch, fmt) + "\n\n" + fit["text"])
+        return code
 
     _exit(_guard(run, debug))
 
@@ -665,6 +667,41 @@ def advise(model, gpu_id, n_gpus, top, seq_len, lora_rank, attention, revision, 
         return errors.EXIT_OK
 
     _exit(_guard(run, debug))
+
+
+def show_fit(arch, fmt: str, *, methods=(), batch_size=None, seq_len=None, precision=None, optimizer=None,
+             grad_checkpointing=None, lora_rank=None, attention=None, gpu_ids=(), gpu_memory=(), strategy=None,
+             n_gpus=None, nodes=1, offload=None, max_batch=False, max_seq_len=False,
+             require_fit=None) -> tuple[dict[str, Any], int]:
+    """`show`'s fit part: ``({"text", "json", "csv"}, exit code)``. ``json`` holds ``estimates`` (one per
+    method: the estimate and its ``fit`` list) and, when asked, ``parallel`` / ``inverse`` / ``require_fit``."""
+    from .memory.setup import Setup
+
+    setups = _setups(methods, batch_size=batch_size, seq_len=seq_len, precision=precision, optimizer=optimizer,
+                     grad_checkpointing=grad_checkpointing, lora_rank=lora_rank, attention=attention)
+    selected = methods[0] if methods else Setup().method
+    req = _fit_request(gpu_ids, gpu_memory, strategy, n_gpus, nodes, offload)
+    sec, code = fit_section(arch, setups, req, fmt, selected=selected, max_batch=max_batch,
+                            max_seq_len=max_seq_len, require_fit=require_fit)
+    estimates = [{**r.estimate.to_dict(), "fit": sec["fit"][r.label]} for r in sec["rows"]]
+    js: dict[str, Any] = {"estimates": estimates}
+    for k in ("parallel", "inverse", "require_fit"):
+        if sec[k] is not None:
+            js[k] = sec[k]
+    csv_cols = {f"fit_{r.label}_{v.gpu.id}": v.cell for r in sec["rows"] for v in r.verdicts}
+    return {"text": sec["text"], "json": js, "csv": csv_cols}, code
+
+
+def _extend(cmd: click.Command, *decorators) -> None:
+    """Append the options of ``decorators`` to an existing command, in --help order."""
+    def holder() -> None: ...
+    for d in reversed(decorators):
+        holder = d(holder)
+    cmd.params.extend(reversed(holder.__click_params__))  # type: ignore[attr-defined]
+
+
+# `show` takes the setup and fit options too
+_extend(show, _setup_options, fit_options)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -156,6 +156,7 @@ class Verdict:
     per_gpu: PerGPU               # at min_gpus; when nothing fits, the leanest plan tried at the cap
     max_gpus: int
     single: PerGPU | None = None  # one GPU, no strategy
+    precision: str | None = None  # set when the GPU ran the setup's fp16 twin (no bf16 on the card)
 
     @property
     def strategy(self) -> str | None:
@@ -183,6 +184,7 @@ class Verdict:
             "per_gpu_peak_allocated_bytes": pg.peak_allocated_bytes, "per_gpu_device_bytes": pg.device_bytes,
             "headroom_bytes": self.gpu.usable_bytes - getattr(pg, FIT_FIGURE),
             "host_bytes_per_node": pg.host_bytes_per_node, "max_gpus": self.max_gpus,
+            "precision_used": self.precision,
             "per_gpu": pg.to_dict(),
         }
 
@@ -251,7 +253,8 @@ def fit_matrix(arch: Any, setups: Mapping[str, Any], gpus: Sequence[GPU], *, est
             if s not in cache:
                 cache[s] = (estimator(arch, s), model_layout(arch, s))
             est, layout = cache[s]
-            verdicts.append(fit_plan(est, layout, gpu, ladder=ladder, max_gpus=max_gpus, nodes=nodes))
+            v = fit_plan(est, layout, gpu, ladder=ladder, max_gpus=max_gpus, nodes=nodes)
+            verdicts.append(dataclasses.replace(v, precision=s.precision) if s is not setup else v)
         rows.append(MatrixRow(label, setup, cache[setup][0] if setup in cache else estimator(arch, setup),
                               tuple(verdicts)))
     return rows

@@ -35,7 +35,7 @@ def render_fit_matrix(rows: Sequence[MatrixRow], fmt: str = "table", *, legend: 
     if not rows:
         return ""
     gpus = [v.gpu for v in rows[0].verdicts]
-    headers = ["method", "1 GPU GiB", *(_gpu_header(g) for g in gpus)]
+    headers = ["method", "1 GPU reserved", *(_gpu_header(g) for g in gpus)]
     body = []
     for r in rows:
         single = r.verdicts[0].single if r.verdicts else None
