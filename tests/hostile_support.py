@@ -32,11 +32,13 @@ from hubvram.inventory import tensors_from_config
 
 ROOT = Path(__file__).resolve().parents[1]
 LLAMA, QWEN, QWEN_MOE = "hostile/llama-3-8b", "hostile/qwen2.5-0.5b", "hostile/qwen3-30b-a3b"
+MISTRAL = "hostile/mistral-7b"
 #: served id -> (snapshot it is built from, exact trained parameters == Hub total for these three)
 MODELS = {
     LLAMA: ("meta-llama/Meta-Llama-3-8B", 8_030_261_248),
     QWEN: ("Qwen/Qwen2.5-0.5B", 494_032_768),
     QWEN_MOE: ("Qwen/Qwen3-30B-A3B", 30_532_122_624),
+    MISTRAL: ("mistralai/Mistral-7B-v0.1", 7_241_732_096),
 }
 TOKEN = "hf_hostileTestToken_7Qz2xK9pWmR4vN8c"  # a known token the security tests look for on disk
 #: client settings for the fault tests: every failure ends in seconds, not minutes
@@ -107,18 +109,23 @@ class HubEnv:
         return env
 
 
-@pytest.fixture
-def hub_env(make_fakehub, monkeypatch, tmp_path) -> Iterator[HubEnv]:
-    """Fake Hub + cache folder + the CLI's HubClient replaced by FastClient; the environment holds no token,
-    no offline flag and an empty HF_HOME. Faulted responses the hub served are added to the `hostile:` count."""
-    hub = make_fakehub(cdn_separate_port=True, cdn_host="localhost")
+def make_env(hub: FakeHub, root: Path, monkeypatch: pytest.MonkeyPatch) -> HubEnv:
+    """Point the CLI at ``hub`` with the cache in ``root/cache``: no token, no offline flag, an empty HF_HOME,
+    and the CLI's HubClient replaced by FastClient."""
     for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HUB_OFFLINE", "HUBVRAM_MAX_AGE", "HUBVRAM_CACHE_DIR"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+    monkeypatch.setenv("HF_HOME", str(root / "hf_home"))
     monkeypatch.setattr(hub_module, "HubClient", FastClient)
-    env = HubEnv(hub, tmp_path / "cache", monkeypatch)
-    yield env
+    return HubEnv(hub, root / "cache", monkeypatch)
+
+
+@pytest.fixture
+def hub_env(make_fakehub, monkeypatch, tmp_path) -> Iterator[HubEnv]:
+    """make_env on a fake Hub whose CDN is on another port and host name. Faulted responses the hub served
+    are added to the `hostile:` count."""
+    hub = make_fakehub(cdn_separate_port=True, cdn_host="localhost")
+    yield make_env(hub, tmp_path, monkeypatch)
     hostile_stats.add("faults", sum(1 for r in hub.requests if r.fault))
 
 

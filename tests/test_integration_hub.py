@@ -20,7 +20,7 @@ import pytest
 
 from fakehub import (ignore_range, redirect_loop, reset, slow_first_byte, status, truncate,
                      wrong_content_range)
-from hostile_support import (LLAMA, MODELS, QWEN, QWEN_MOE, ROOT, TOKEN, cache_rows, cached_paths,
+from hostile_support import (LLAMA, MISTRAL, MODELS, QWEN, QWEN_MOE, ROOT, TOKEN, cache_rows, cached_paths,
                              check_rows_complete, hub_env, integrity, one_line, python, serve, within)
 from hubvram import hub as hub_module
 
@@ -300,5 +300,5 @@ def test_debug_shows_the_traceback(hub_env):
 def test_models_are_the_real_ones():
     """The served ids stand for the snapshot models (a guard on MODELS)."""
     assert {m: MODELS[m][1] for m in MODELS} == {LLAMA: 8_030_261_248, QWEN: 494_032_768,
-                                                 QWEN_MOE: 30_532_122_624}
+                                                 QWEN_MOE: 30_532_122_624, MISTRAL: 7_241_732_096}
     assert cache_rows  # imported for the other modules' use
