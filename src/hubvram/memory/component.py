@@ -6,13 +6,14 @@ from dataclasses import dataclass
 
 #: The moments of a training step (step >= 2, when optimizer states exist) at which memory is summed.
 FORWARD = "forward"                 # end of forward: the loss is being computed (logits transient)
+FWD_LAYER = "forward.layer"         # inside the last decoder layer's forward (its largest temporary)
 BWD_START = "backward.start"        # start of backward: loss gradients (12 B x vocab per token)
 BWD_HEAD = "backward.head"          # the output layer's backward: logits gradient + head weight gradient
 BWD_TOP = "backward.top"            # the first decoder layer processed in backward (the last layer)
 BWD_BOTTOM = "backward.bottom"      # the last decoder layer processed (layer 0), later gradients accumulated
 BWD_END = "backward.end"            # end of backward: every gradient, plus the embedding's backward
 OPTIMIZER = "optimizer"             # optimizer.step(): weights + gradients + states + step temporaries
-PHASES = (FORWARD, BWD_START, BWD_HEAD, BWD_TOP, BWD_BOTTOM, BWD_END, OPTIMIZER)
+PHASES = (FWD_LAYER, FORWARD, BWD_START, BWD_HEAD, BWD_TOP, BWD_BOTTOM, BWD_END, OPTIMIZER)
 ALL = PHASES
 
 

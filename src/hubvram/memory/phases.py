@@ -14,8 +14,9 @@ backward: its activations exist for one layer at a time, next to the checkpointe
 
 from __future__ import annotations
 
-from .activations import Ctx, LayerActs, context, head_acts, layer_acts
-from .component import (ALL, BWD_BOTTOM, BWD_END, BWD_HEAD, BWD_START, BWD_TOP, FORWARD, OPTIMIZER, Component)
+from .activations import Ctx, LayerActs, context, head_acts, layer_acts, peak_of
+from .component import (ALL, BWD_BOTTOM, BWD_END, BWD_HEAD, BWD_START, BWD_TOP, FORWARD, FWD_LAYER, OPTIMIZER,
+                        Component)
 from .logits import backward_loss, forward_loss, head_dtype, head_gradient
 from .optimizers import gradient_bytes, gradients, optimizer_states, step_transient
 from .overhead import cublas_workspace, flash_backward_scratch
@@ -54,7 +55,7 @@ def build(prof: ModelProfile, setup: Setup) -> tuple[list[Component], list[str],
     if setup.padding:
         pos += rnd(setup.batch_size * S * S)
     comps.append(Component(
-        "positions_labels", pos, (FORWARD, BWD_START, BWD_HEAD, BWD_TOP, BWD_BOTTOM),
+        "positions_labels", pos, (FWD_LAYER, FORWARD, BWD_START, BWD_HEAD, BWD_TOP, BWD_BOTTOM),
         "tokens × (3 × 8 B: position_ids, padded and shifted labels)" + (" + 2 × rot_dim × dtype (cos, sin)"
                                                                          if prof.rotary else "")
         + (" + batch × S² B (bool attention mask)" if setup.padding else ""),
@@ -88,8 +89,25 @@ def build(prof: ModelProfile, setup: Setup) -> tuple[list[Component], list[str],
     head_cache = h * V * 2 if (setup.autocast and head_w_dt != 2) else 0
     ld = head_dtype(setup.autocast, head_w_dt)
     dx = rnd(T * h * ctx.xd)  # gradient flowing into a layer's output
-    ws = rnd(int(T * (big.bwd_peak_b + big.bwd_peak_s * S)))
-    fwd_t = rnd(int(T * (big.fwd_peak_b + big.fwd_peak_s * S)))
+
+    # gradients by part (needed for the layer moments)
+    g_total = gradient_bytes(pp.trainable)
+    g_head = gradient_bytes(pp.trainable, "head")
+    g_embed = gradient_bytes(pp.trainable, "embedding")
+    if setup.method == "full" and prof.tied:
+        g_head += g_embed      # the head reads the embedding matrix: its gradient arrives first
+        g_embed = 0
+    g_layer = gradient_bytes(pp.trainable, "layers") // max(L, 1)
+    g_mlp = _mlp_grad_bytes(prof, pp, setup) if setup.method == "full" else 0
+
+    fwd_peak = peak_of(big.fwd, T, S)          # saved-so-far + live temporaries, the input excluded
+    pre = rnd(int(T * big.pre_b))
+    bwd_extra = peak_of(big.bwd[:-1], T, S) if len(big.bwd) > 1 else 0
+    if setup.method == "full":
+        # the MLP's weight gradients appear while its inputs are still saved (trace of the oracle:
+        # + G_mlp - 3 I-wide tensors freed + the input gradient)
+        bwd_extra = max(g_mlp + int(T * (h * ctx.xd)) - int(T * 3 * big_inter(big, prof) * 2) , 0)
+    norm_end = rnd(int(T * (big.bwd[-1].b + 4 * h + 4)))   # layer 0's input norm: saved x32 + backward temps
 
     formula = _layer_formula(prof, setup)
     if not gc:
@@ -97,13 +115,18 @@ def build(prof: ModelProfile, setup: Setup) -> tuple[list[Component], list[str],
         comps.append(Component(
             "activations", all_saved, (FORWARD, BWD_START, BWD_HEAD, BWD_TOP),
             f"layers × tokens × ({formula})", _sub_layers(acts, T, S, all_saved), ACT_SOURCE))
+        fl = all_saved - per_layer + rnd(int(T * big.x_live_b)) + rnd(fwd_peak)
         comps.append(Component(
-            "activations.bottom", per_layer, (BWD_BOTTOM,), f"tokens × ({formula})  (layer 0, still saved)",
-            f"{T:,} tokens → {per_layer:,} B", ACT_SOURCE))
+            "activations.forward_layer", fl, (FWD_LAYER,),
+            "(layers − 1) × saved + the last layer's input + its forward peak (saved so far + temporaries)",
+            f"{fl:,} B", ACT_SOURCE))
+        top = max(pre, bwd_extra)
+        bottom = max(per_layer + max(pre, bwd_extra), g_layer + norm_end)
+        bottom_f = "max(layer 0 saved + gradients in flight, its weight gradients + input-norm backward)"
     else:
         ck = sum(n * rnd(int(T * a.ckpt_b)) for n, a in acts)
         comps.append(Component(
-            "activations.checkpoints", ck, (FORWARD, BWD_START, BWD_HEAD, BWD_TOP),
+            "activations.checkpoints", ck, (FWD_LAYER, FORWARD, BWD_START, BWD_HEAD, BWD_TOP),
             f"layers × tokens × h × {ctx.xd} B (each decoder layer's input)",
             f"{L} × {T:,} × {h} × {ctx.xd} = {ck:,} B",
             "torch.utils.checkpoint (use_reentrant=False) keeps only the layer inputs; simulation.md "
@@ -112,20 +135,40 @@ def build(prof: ModelProfile, setup: Setup) -> tuple[list[Component], list[str],
             "activations.checkpoint_bottom", rnd(int(T * big.ckpt_b)), (BWD_BOTTOM,),
             f"tokens × h × {ctx.xd} B (layer 0's input)", f"{T:,} × {h} × {ctx.xd} B", "torch.utils.checkpoint"))
         rec = layer_bytes(big, exclude_input=True)
+        recompute = max(pre + fwd_peak, rec + bwd_extra)
+        top = recompute
+        bottom = max(recompute, g_layer + norm_end)
+        bottom_f = "max(recompute, layer 0's weight gradients + input-norm backward)"
         comps.append(Component(
-            "activations.recompute", rec, (BWD_TOP, BWD_BOTTOM),
+            "activations.recompute", rec, (),
             f"tokens × ({formula} − the layer input the checkpoint holds)",
-            f"{T:,} tokens → {rec:,} B (one layer recomputed before its backward)", ACT_SOURCE))
+            f"{T:,} tokens → {rec:,} B (one layer recomputed before its backward; inside backward.top)",
+            ACT_SOURCE))
+    if setup.is_peft and gc:
+        eg = 2 * rnd(T * h * ctx.xd)
+        comps.append(Component(
+            "inputs_embeds_grad", eg, (FWD_LAYER, FORWARD, BWD_START, BWD_HEAD, BWD_TOP, BWD_BOTTOM, BWD_END),
+            f"2 × tokens × h × {ctx.xd} B", f"2 × {T:,} × {h} × {ctx.xd} = {eg:,} B",
+            "transformers enable_input_require_grads (PEFT + gradient checkpointing) makes the embedding output "
+            "a leaf that requires grad: it and its .grad (h per token each) outlive the step (measured by the "
+            "oracle at the start of step 2's backward)"))
     comps.append(Component(
         "activations.head", head_b, (FORWARD, BWD_START, BWD_HEAD),
         "tokens × (final norm saves + head input if trained)", f"{T:,} tokens → {head_b:,} B", ACT_SOURCE))
+    comps.append(Component("grad_hidden", dx, (BWD_HEAD, BWD_TOP, BWD_BOTTOM),
+                           f"tokens × h × {ctx.xd} B (gradient of the hidden states)", f"{dx:,} B",
+                           "autograd: the gradient flowing into each layer's output"))
+    what = ("recomputation of the layer (saved so far + temporaries) or its backward (saved + gradients in "
+            "flight)" if gc else "gradients in flight inside the layer's backward")
     comps.append(Component(
-        "activations.backward_ws", ws + dx, (BWD_TOP, BWD_BOTTOM),
-        "tokens × (gradient of the layer output + gradients in flight inside the MLP)",
-        f"{T:,} tokens → {ws + dx:,} B", "activations.py backward_working_set (autograd formulas of mul, "
-        "silu, linear, RMSNorm)"))
+        "backward.top_layer", top, (BWD_TOP,), f"max over the last layer's moments: {what}",
+        f"pre-node gradients {pre:,} B; forward peak {rnd(fwd_peak):,} B; backward extra {bwd_extra:,} B → {top:,} B",
+        "activations.py Tracer moments (live storages traced on the oracle at the backward peak)"))
+    comps.append(Component(
+        "backward.bottom_layer", bottom, (BWD_BOTTOM,), bottom_f, f"{bottom:,} B",
+        "activations.py Tracer moments; the input RMSNorm's backward decomposition (3 fp32 h-wide temporaries)"))
     if cache_layers:
-        ph = (FORWARD,) if gc else (FORWARD, BWD_START, BWD_HEAD, BWD_TOP)
+        ph = (FWD_LAYER, FORWARD) if gc else (FWD_LAYER, FORWARD, BWD_START, BWD_HEAD, BWD_TOP)
         comps.append(Component(
             "autocast_cache", cache_layers, ph, "Σ_layers half copies of the weights autocast casts",
             f"{cache_layers:,} B", "torch.autocast caches the half copy of every trainable leaf weight until the "
@@ -135,14 +178,10 @@ def build(prof: ModelProfile, setup: Setup) -> tuple[list[Component], list[str],
             "half copies of one layer's weights", f"{cache_layer:,} B", "torch.autocast (per layer)"))
     if head_cache:
         comps.append(Component(
-            "autocast_cache.head", rnd(head_cache), (FORWARD, BWD_START, BWD_HEAD),
+            "autocast_cache.head", rnd(head_cache), (FWD_LAYER, FORWARD, BWD_START, BWD_HEAD),
             "V × h × 2 B (half copy of the fp32 head weight)", f"{V:,} × {h} × 2 = {rnd(head_cache):,} B",
             "torch.autocast casts the fp32 lm_head weight for F.linear; the copy is saved for the "
             "gradient of the head's input"))
-    if fwd_t:
-        comps.append(Component(
-            "activations.forward_ws", fwd_t, (FORWARD,), "tokens × (largest temporary inside a layer's forward)",
-            f"{T:,} tokens → {fwd_t:,} B", "activations.py Tracer (output construction of a LoRA Linear)"))
 
     # ---- logits / loss ---------------------------------------------------------------------------------
     comps.append(forward_loss(V, T, ld))
@@ -150,13 +189,6 @@ def build(prof: ModelProfile, setup: Setup) -> tuple[list[Component], list[str],
     comps.append(head_gradient(V, T, ld))
 
     # ---- gradients by phase ----------------------------------------------------------------------------
-    g_total = gradient_bytes(pp.trainable)
-    g_head = gradient_bytes(pp.trainable, "head")
-    g_embed = gradient_bytes(pp.trainable, "embedding")
-    if setup.method == "full" and prof.tied:
-        g_head += g_embed      # the head reads the embedding matrix: its gradient arrives first
-        g_embed = 0
-    g_layer = gradient_bytes(pp.trainable, "layers") // max(L, 1)
     if g_head:
         comps.append(Component(
             "gradients.head", g_head, (BWD_HEAD, BWD_TOP), "gradients of the head (and final norm)",
@@ -186,6 +218,18 @@ def build(prof: ModelProfile, setup: Setup) -> tuple[list[Component], list[str],
         warnings.append("QLoRA with prepare_kbit and no autocast: the residual stream is fp32, so sdpa runs "
                         "attention in fp32 (math kernel, S² scores); HF Trainer bf16=True is --precision amp-bf16")
     return comps, warnings, pp, largest
+
+
+def big_inter(a: LayerActs, prof: ModelProfile) -> int:
+    return max(k.intermediate * (k.top_k or 1) for k in prof.layer_kinds)
+
+
+def _mlp_grad_bytes(prof: ModelProfile, pp: ParamPlan, setup: Setup) -> int:
+    """Weight gradients of one layer's MLP (full fine-tuning): produced first in the layer's backward."""
+    kind = max(prof.layer_kinds, key=lambda k: k.count)
+    dt = pp.base_dt
+    return sum(rnd(ln.in_f * ln.out_f * dt) * ln.per_layer for ln in kind.linears
+               if ln.reads in ("mlp_in", "mlp_out", "expert_in", "expert_out", "shared_in", "shared_out"))
 
 
 def _flash(setup: Setup, ctx: Ctx) -> bool:
