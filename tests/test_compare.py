@@ -182,3 +182,16 @@ def test_progress_bar_only_for_many_models_on_a_terminal(run, monkeypatch):
     with cli._load_progress(1) as tick:
         tick()
     assert fake2.getvalue() == ""
+
+
+def test_an_unexpected_exception_is_that_models_row_unless_strict(archs):
+    def buggy(arch, s):
+        if arch.model_id.endswith("1B"):
+            raise AttributeError("boom")
+        return toy(arch, s)
+
+    rows = compare_rows([IDS[0], IDS[2]], [archs[0], archs[2]], SETUPS, GPUS, estimator=buggy)
+    assert [r.ok for r in rows] == [True, True, False]
+    assert "AttributeError: boom" in str(rows[-1].error) and rows[-1].error.exit_code == 2
+    with pytest.raises(AttributeError):
+        compare_rows([IDS[2]], [archs[2]], SETUPS, GPUS, estimator=buggy, strict=True)

@@ -209,3 +209,21 @@ def test_layout_moe_experts_are_one_module():
     # 128 experts × 3 × (768 × 2048) per layer, fused into one `experts` module in transformers 5.x
     assert lay.largest_module.endswith(".mlp.experts")
     assert lay.largest_module_params == 128 * 3 * 768 * 2048
+
+
+def test_every_memory_component_name_has_a_category():
+    """A new term in hubvram.memory must be given a category here before it can be sharded."""
+    from hubvram.memory import Setup, estimate
+    from hubvram.parallel import MEMORY_CATEGORIES
+
+    names = set()
+    for model in ("meta-llama/Meta-Llama-3-8B", "Qwen/Qwen3-30B-A3B", "microsoft/phi-2", "meta-llama/Llama-3.2-1B"):
+        arch = load_model(model, offline=True)
+        for method in ("full", "lora", "qlora"):
+            for opt in ("adamw", "adamw-foreach", "paged-adamw-8bit", "adafactor"):
+                for precision, gc, att in (("bf16", True, "sdpa"), ("amp-bf16", False, "eager")):
+                    est = estimate(arch, Setup(method=method, optimizer=opt, precision=precision,
+                                               grad_checkpointing=gc, attention=att))
+                    names |= {c.name for c in est.components}
+    unknown = sorted(n for n in names if n not in MEMORY_CATEGORIES and n.split(".", 1)[0] not in MEMORY_CATEGORIES)
+    assert not unknown, f"give these hubvram.memory components a category in parallel.MEMORY_CATEGORIES: {unknown}"

@@ -585,7 +585,8 @@ def compare(models, from_file, sort_by, jobs, methods, batch_size, seq_len, prec
         with _load_progress(len(ids)) as tick:
             archs = api.load_models(ids, max_workers=jobs, offline=offline, cache_dir=cache_dir, token=token,
                                     on_done=tick)
-        rows = C.compare_rows(ids, archs, setups, req.gpus, ladder=req.ladder, max_gpus=req.cap, nodes=req.nodes)
+        rows = C.compare_rows(ids, archs, setups, req.gpus, ladder=req.ladder, max_gpus=req.cap, nodes=req.nodes,
+                              strict=debug)
         rows = C.sort_rows(rows, sort_by, req.gpus)
         if fmt == "json":
             click.echo(render.to_json({"models": C.compare_records(rows), "gpus": [g.id for g in req.gpus]}))

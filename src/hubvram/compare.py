@@ -36,9 +36,10 @@ class CompareRow:
 def compare_rows(ids: Sequence[str], archs: Sequence[Any], setups: Mapping[str, Any], gpus: Sequence[GPU], *,
                  estimator: Callable[[Any, Any], Any] | None = None,
                  ladder: Sequence[tuple[str, str | None]] = LADDER, max_gpus: int = MAX_GPUS,
-                 nodes: int = 1) -> list[CompareRow]:
+                 nodes: int = 1, strict: bool = False) -> list[CompareRow]:
     """Rows in input order: one per (model, method), or one error row for a model that failed to load or
-    to estimate (its error kept; the other models are unaffected)."""
+    to estimate (its error kept; the other models are unaffected). An unexpected exception while
+    estimating one model becomes that model's error row too, unless ``strict`` (``--debug``) re-raises it."""
     out: list[CompareRow] = []
     for model_id, arch in zip(ids, archs):
         if isinstance(arch, HubvramError):
@@ -48,6 +49,13 @@ def compare_rows(ids: Sequence[str], archs: Sequence[Any], setups: Mapping[str, 
             rows = fit_matrix(arch, setups, gpus, estimator=estimator, ladder=ladder, max_gpus=max_gpus, nodes=nodes)
         except HubvramError as e:
             out.append(CompareRow(model=model_id, error=e))
+            continue
+        except Exception as e:  # noqa: BLE001 - one model's surprise must not sink the batch
+            if strict:
+                raise
+            out.append(CompareRow(model=model_id, error=HubvramError(
+                f"cannot estimate this model ({type(e).__name__}: {e})", model=model_id,
+                hint="rerun with --debug for the traceback")))
             continue
         for r in rows:
             out.append(CompareRow(model=arch.model_id, method=r.label, params=arch.counts.total,

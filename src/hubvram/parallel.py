@@ -352,7 +352,8 @@ MEMORY_CATEGORIES: Mapping[str, str] = {
     "positions_labels": "activations", "optimizer_states": "optimizer_states",
     "optimizer_step": "optimizer_transients", "gradients": "gradients", "activations": "activations",
     "logits": "logits", "autocast_cache": "transients", "embedding_backward": "transients",
-    "kernel_scratch": "overhead",
+    "kernel_scratch": "overhead", "grad_hidden": "activations", "backward": "activations",
+    "inputs_embeds_grad": "activations",
 }
 
 #: Ordered (regex on the lower-case component name, category); first match wins. Used only when a
@@ -374,10 +375,12 @@ CATEGORY_RULES: tuple[tuple[str, str], ...] = (
 _CATEGORY_RX = tuple((re.compile(p), c) for p, c in CATEGORY_RULES)
 
 
-def category(component: Any, method: str = "full") -> str:
+def category(component: Any, method: str = "full", known_only: bool = False) -> str:
     """The category of a memory component: its own ``category`` attribute, else from its name.
 
-    "Weights" with no qualifier are trainable under full fine-tuning and frozen under LoRA/QLoRA.
+    "Weights" with no qualifier are trainable under full fine-tuning and frozen under LoRA/QLoRA. With
+    ``known_only`` (components of hubvram.memory) a name missing from :data:`MEMORY_CATEGORIES` is a
+    transient, kept whole on every GPU: a new kind of term is never sharded by a guess.
     """
     own = getattr(component, "category", None)
     name = str(component.name)
@@ -385,6 +388,8 @@ def category(component: Any, method: str = "full") -> str:
         cat = str(own)
     elif name in MEMORY_CATEGORIES or name.split(".", 1)[0] in MEMORY_CATEGORIES:
         cat = MEMORY_CATEGORIES.get(name) or MEMORY_CATEGORIES[name.split(".", 1)[0]]
+    elif known_only:
+        cat = "transients"
     else:
         name = str(component.name).lower()
         cat = next((c for rx, c in _CATEGORY_RX if rx.search(name)), "transients")
@@ -442,8 +447,9 @@ class PerGPU:
 
 
 def _phases(component: Any, all_phases: tuple[str, ...]) -> tuple[str, ...]:
+    """The phases a component is alive in; ``()`` is a term shown for information only (alive in none)."""
     ph = getattr(component, "phases", None)
-    return tuple(ph) if ph else all_phases
+    return all_phases if ph is None else tuple(ph)
 
 
 def per_gpu(est: Any, plan: Plan, layout: ModelLayout | None = None, *, method: str | None = None) -> PerGPU:
@@ -457,13 +463,14 @@ def per_gpu(est: Any, plan: Plan, layout: ModelLayout | None = None, *, method: 
     :func:`_reserved_device`).
     """
     method = method or _setup_get(getattr(est, "setup", None), "method", "full")
+    known_only = _is_memory_estimate(est)
     comps = tuple(est.components)
     all_phases = tuple(est.phase_bytes) if getattr(est, "phase_bytes", None) else ("step",)
     stage, group = plan.stage, plan.shard_group
     moves = OFFLOAD_MOVES.get(plan.offload or "", frozenset())
     parts: list[Part] = []
     for c in comps:
-        cat = category(c, method)
+        cat = category(c, method, known_only)
         divisor = group if stage >= SHARD_STAGE.get(cat, 99) else 1
         nbytes = sharded(int(c.bytes), divisor)
         to_host = cat in moves or (cat == "gradients" and plan.offload == "optimizer" and stage >= 2)
@@ -515,6 +522,14 @@ def per_gpu(est: Any, plan: Plan, layout: ModelLayout | None = None, *, method: 
     return PerGPU(plan=plan, parts=tuple(parts), phase_bytes=phase_bytes, peak_phase=peak_phase,
                   peak_allocated_bytes=peak, reserved_bytes=reserved, device_bytes=device,
                   host_bytes_per_node=host, notes=tuple(notes))
+
+
+def _is_memory_estimate(est: Any) -> bool:
+    try:
+        from .memory import Estimate
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(est, Estimate)
 
 
 def _reserved_device(est: Any, parts: list[Part], allocated: int, extra_transient: int) -> tuple[int, int]:
