@@ -203,22 +203,23 @@ def fit_plan(est: Any, layout: ModelLayout, gpu: GPU, *, ladder: Sequence[tuple[
     counts = gpu_counts(max_gpus, nodes)
     if nodes == 1 and fits(single, gpu):
         return Verdict(gpu, True, 1, Plan(), single, max_gpus, single)
-    best: tuple[int, int, int] | None = None  # (offload rank, count, ladder index)
-    best_pg: PerGPU | None = None
+    best_rank, best_k, best_pg = 0, len(counts), None  # best_k: index into counts of the best count so far
     leanest: PerGPU | None = None
-    for i, (strategy, offload) in enumerate(ladder):
+    for strategy, offload in sorted(ladder, key=lambda r: OFFLOAD_RANK[r[1]]):  # stable: ladder order per tier
+        rank = OFFLOAD_RANK[offload]
+        if best_pg is not None and rank > best_rank:
+            break  # a cheaper tier already fits: costlier tiers cannot win
         def pg_at(k: int, s=strategy, o=offload) -> PerGPU:
             return per_gpu(est, _plan(s, counts[k], nodes, o), layout)
 
-        k = _first_true(len(counts), lambda j: fits(pg_at(j), gpu))
-        if k is None:
+        # only a strictly smaller count can beat an earlier rung of the same tier
+        k = _first_true(best_k, lambda j: fits(pg_at(j), gpu))
+        if k is not None:
+            best_rank, best_k, best_pg = rank, k, pg_at(k)
+        elif best_pg is None:
             at_cap = pg_at(len(counts) - 1)
             if leanest is None or getattr(at_cap, FIT_FIGURE) < getattr(leanest, FIT_FIGURE):
                 leanest = at_cap
-            continue
-        key = (OFFLOAD_RANK[offload], counts[k], i)
-        if best is None or key < best:
-            best, best_pg = key, pg_at(k)
     if best_pg is None:
         return Verdict(gpu, False, None, None, leanest or single, max_gpus, single)
     return Verdict(gpu, fits(single, gpu) and nodes == 1, best_pg.plan.gpus, best_pg.plan, best_pg, max_gpus, single)

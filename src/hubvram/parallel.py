@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 import re
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -292,13 +293,57 @@ def _setup_get(setup: Any, name: str, default: Any) -> Any:
     return getattr(setup, name, default) if setup is not None else default
 
 
-def gathered_bytes_per_param(tensor: Any, setup: Any) -> float:
-    """Bytes one parameter takes when gathered: NF4 for a QLoRA-quantized Linear, else the compute dtype
-    (2 for bf16/fp16 mixed precision, FSDP ``MixedPrecision(param_dtype)`` / DeepSpeed bf16; 4 in fp32)."""
-    method = _setup_get(setup, "method", "full")
-    if method == "qlora" and tensor.is_linear and tensor.group not in ("lm_head", "vision"):
-        return NF4_DQ_BYTES if _setup_get(setup, "double_quant", True) else NF4_BYTES
-    return 4 if str(_setup_get(setup, "precision", "bf16")).lower() in ("fp32", "float32") else 2
+def gathered_bytes(params: int, quantized: int, setup: Any) -> int:
+    """Bytes of a unit when gathered on a GPU: its QLoRA-quantized Linear weights (``quantized`` of its
+    ``params``) in NF4, the rest in the compute dtype (2 B for bf16/fp16 mixed precision, i.e. FSDP
+    ``MixedPrecision(param_dtype)`` or DeepSpeed bf16/fp16; 4 B in fp32)."""
+    cb = 4 if str(_setup_get(setup, "precision", "bf16")).lower() in ("fp32", "float32") else 2
+    qb = cb
+    if _setup_get(setup, "method", "full") == "qlora":
+        qb = NF4_DQ_BYTES if _setup_get(setup, "double_quant", True) else NF4_BYTES
+    return math.ceil((params - quantized) * cb + quantized * qb)
+
+
+@dataclass(frozen=True)
+class _Units:
+    """Parameter counts per wrap unit of one Architecture: (params, QLoRA-quantizable params)."""
+
+    total: int
+    modules: Mapping[str, tuple[int, int]]
+    layers: Mapping[str, tuple[int, int]]
+    root: tuple[int, int]
+
+
+_UNITS: "weakref.WeakKeyDictionary[Any, _Units]" = weakref.WeakKeyDictionary()
+
+
+def _units(arch: Any) -> _Units:
+    """One pass over the tensors (cached per Architecture)."""
+    try:
+        return _UNITS[arch]
+    except (KeyError, TypeError):
+        pass
+    modules: dict[str, list[int]] = {}
+    layers: dict[str, list[int]] = {}
+    root = [0, 0]
+    total = 0
+    for t in arch.tensors:
+        if not t.params:
+            continue
+        total += t.params
+        q = t.params if (t.is_linear and t.group not in ("lm_head", "vision")) else 0
+        m = _EXPERTS_RE.match(t.name) if t.is_expert else None
+        for acc in (modules.setdefault(m.group(1) if m else t.name.rsplit(".", 1)[0], [0, 0]),
+                    layers.setdefault(lm.group(1), [0, 0]) if (lm := _LAYER_RE.match(t.name)) else root):
+            acc[0] += t.params
+            acc[1] += q
+    units = _Units(total, {k: (v[0], v[1]) for k, v in modules.items()},
+                   {k: (v[0], v[1]) for k, v in layers.items()}, (root[0], root[1]))
+    try:
+        _UNITS[arch] = units
+    except TypeError:  # not weak-referenceable: no cache
+        pass
+    return units
 
 
 def model_layout(arch: Any, setup: Any = None) -> ModelLayout:
@@ -307,34 +352,17 @@ def model_layout(arch: Any, setup: Any = None) -> ModelLayout:
     Routed experts count as one module per layer (transformers 5.x fuses them into 3-D parameters of one
     ``experts`` module); a layer is a ``layers.N`` / ``h.N`` / ``blocks.N`` prefix, everything else is root.
     """
-    modules: dict[str, list[float]] = {}
-    layers: dict[str, list[float]] = {}
-    root = [0, 0.0]
-    total = 0
-    for t in arch.tensors:
-        if not t.params:
-            continue
-        total += t.params
-        b = t.params * gathered_bytes_per_param(t, setup)
-        m = _EXPERTS_RE.match(t.name) if t.is_expert else None
-        mod = m.group(1) if m else t.name.rsplit(".", 1)[0]
-        acc = modules.setdefault(mod, [0, 0.0])
-        acc[0] += t.params
-        acc[1] += b
-        lm = _LAYER_RE.match(t.name)
-        acc = layers.setdefault(lm.group(1), [0, 0.0]) if lm else root
-        acc[0] += t.params
-        acc[1] += b
-    big_mod = max(modules.items(), key=lambda kv: kv[1][0], default=("", [0, 0.0]))
-    big_layer = max(layers.items(), key=lambda kv: kv[1][0], default=("", [0, 0.0]))
+    u = _units(arch)
+    big_mod = max(u.modules.items(), key=lambda kv: kv[1][0], default=("", (0, 0)))
+    big_layer = max(u.layers.items(), key=lambda kv: kv[1][0], default=("", (0, 0)))
     precision = str(_setup_get(setup, "precision", "bf16")).lower()
     return ModelLayout(
-        total_params=total,
-        largest_module=big_mod[0], largest_module_params=int(big_mod[1][0]),
-        largest_module_bytes=math.ceil(big_mod[1][1]),
-        largest_layer=big_layer[0], largest_layer_params=int(big_layer[1][0]),
-        largest_layer_bytes=math.ceil(big_layer[1][1]),
-        root_params=int(root[0]), root_bytes=math.ceil(root[1]),
+        total_params=u.total,
+        largest_module=big_mod[0], largest_module_params=big_mod[1][0],
+        largest_module_bytes=gathered_bytes(*big_mod[1], setup),
+        largest_layer=big_layer[0], largest_layer_params=big_layer[1][0],
+        largest_layer_bytes=gathered_bytes(*big_layer[1], setup),
+        root_params=u.root[0], root_bytes=gathered_bytes(*u.root, setup),
         trains_base=_setup_get(setup, "method", "full") == "full",
         grad_bytes_per_param=4 if precision in ("fp32", "float32") else 2,
     )
