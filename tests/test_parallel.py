@@ -227,3 +227,18 @@ def test_every_memory_component_name_has_a_category():
                     names |= {c.name for c in est.components}
     unknown = sorted(n for n in names if n not in MEMORY_CATEGORIES and n.split(".", 1)[0] not in MEMORY_CATEGORIES)
     assert not unknown, f"give these hubvram.memory components a category in parallel.MEMORY_CATEGORIES: {unknown}"
+
+
+def test_deepspeed_offload_host_ram_matches_the_estimator():
+    # pure-bf16 recipe on the GPU side (2 + 2 + 4 B/param); DeepSpeed's CPU Adam still holds 16 B/param
+    est = make_est([Comp("weights (bf16)", 2 * P), Comp("gradients", 2 * P, ("backward", "step")),
+                    Comp("optimizer states", 4 * P)], setup=ToySetup(method="full"), trainable=P)
+    layout = ModelLayout(P, "m", 50_000, 100_000, "l", 1, 2, 0, 0, trains_base=True)
+    pg = per_gpu(est, Plan("zero3", 16, nodes=2, offload="optimizer"), layout)
+    assert pg.host_bytes_per_node == deepspeed_zero3_model_states(P, 50_000, 8, 2, offload_optimizer=True)[1]
+    pg = per_gpu(est, Plan("zero3", 16, nodes=2, offload="params"), layout)
+    assert pg.host_bytes_per_node == deepspeed_zero3_model_states(P, 50_000, 8, 2, offload_optimizer=True,
+                                                                  offload_params=True)[1]
+    # FSDP's CPU offload keeps the states in their own dtype: the components decide (2 + 2 + 4 = 8 B/param)
+    fs = per_gpu(est, Plan("fsdp", 16, nodes=2, offload="params"), layout)
+    assert fs.host_bytes_per_node == int(-(-2 * P // 16) * 2 + -(-4 * P // 16)) * 8 * 3 // 2

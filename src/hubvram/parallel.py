@@ -37,6 +37,7 @@ __all__ = [
     "category", "model_layout", "per_gpu",
     "zero_paper_model_states", "deepspeed_zero2_model_states", "deepspeed_zero3_model_states",
     "zero3_gather_bytes", "fsdp_unsharded_bytes", "ddp_bucket_bytes", "sharded", "host_ram_bytes",
+    "deepspeed_offload_host_bytes",
 ]
 
 STRATEGIES: tuple[str, ...] = ("single", "ddp", "zero1", "zero2", "zero3", "fsdp", "fsdp-hybrid")
@@ -246,6 +247,20 @@ def ddp_bucket_bytes(gradient_bytes: int) -> int:
 def sharded(nbytes: int, n: int) -> int:
     """One rank's shard of ``nbytes`` split over ``n`` ranks (rounded up: the last shard is padded)."""
     return -(-nbytes // n)
+
+
+def deepspeed_offload_host_bytes(trainable_params: int, total_params: int, n: int, offload: str) -> int:
+    """Host bytes one rank's offloaded states take under DeepSpeed, whatever the GPU-side recipe.
+
+    DeepSpeed's CPU optimizer keeps fp32 master weights, fp32 Adam states and an fp32 gradient partition:
+    16 B per trainable parameter, sharded over the ``n`` ranks (``estimate_zero{2,3}``: "16" in the
+    offload-optimizer CPU term); offloading parameters adds the 16-bit parameter partition, 2 B per
+    parameter (the "18" of ``offload_param``). × GPUs per node × f gives the estimator's CPU figure.
+    """
+    b = 16 * trainable_params
+    if offload == "params":
+        b += 2 * total_params
+    return -(-b // n)
 
 
 def host_ram_bytes(host_bytes_per_gpu: int, gpus_per_node: int, buffer_factor: float = HOST_BUFFER_FACTOR) -> int:
@@ -545,7 +560,12 @@ def per_gpu(est: Any, plan: Plan, layout: ModelLayout | None = None, *, method: 
     peak = phase_bytes[peak_phase]
     gathered = max((x.bytes for x in parts if x.category == "gather_buffers"), default=0)
     reserved, device = _reserved_device(est, parts, peak, gathered // 2)
-    host_per_gpu = sum(x.host_bytes for x in parts)
+    # host buffers persist, but the terms of one gradient at different moments are not all alive at once
+    host_per_gpu = max((sum(x.host_bytes for x in parts if ph in x.phases) for ph in all_phases), default=0)
+    if plan.offload and plan.strategy.startswith("zero"):
+        trainable = int(getattr(est, "trainable_params", 0) or 0)
+        total = layout.total_params if layout is not None else trainable
+        host_per_gpu = max(host_per_gpu, deepspeed_offload_host_bytes(trainable, total, group, plan.offload))
     host = host_ram_bytes(host_per_gpu, plan.gpus_per_node) if host_per_gpu else 0
     return PerGPU(plan=plan, parts=tuple(parts), phase_bytes=phase_bytes, peak_phase=peak_phase,
                   peak_allocated_bytes=peak, reserved_bytes=reserved, device_bytes=device,
