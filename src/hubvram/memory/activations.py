@@ -257,17 +257,19 @@ class Tracer:
         self.point(res.b + b_out.b + out_w * s_dt)
         return self.new(lin.name + ".lora_out", out_w, res.dt)
 
-    def attention_core(self, q: T, k: T, v: T, q_w: int, kv_w: int, heads: int) -> T:
+    def attention_core(self, q: T, k: T, v: T, q_w: int, kv_w: int, heads: int, out_w: int | None = None,
+                       flash_ok: bool = True) -> T:
         c = self.c
         kernel = c.kernel
+        out_w = out_w or q_w
         dt = q.dt
         if c.autocast:
             q2, k2, v2 = (self.cast(t, HALF, n) for t, n in ((q, "q16"), (k, "k16"), (v, "v16")))
             self.drop(*(a for a, b in ((q, q2), (k, k2), (v, v2)) if a is not b))
             q, k, v = q2, k2, v2
             dt = HALF
-        if kernel == "sdpa":
-            if dt == HALF and not c.padding:
+        if kernel == "sdpa" or (kernel == "flash" and not flash_ok):
+            if dt == HALF and not c.padding and flash_ok:
                 kernel = "flash"
             elif kv_w != q_w and not c.padding:
                 kernel = "math"        # fp32 with native GQA: neither flash nor mem-efficient takes it
@@ -289,7 +291,7 @@ class Tracer:
             # into an additive mask in the query dtype, saved by the kernel
             kr = k if kv_w == q_w else self.new("attn.k_rep", q_w, dt)
             vr = v if kv_w == q_w else self.new("attn.v_rep", q_w, dt)
-            out = self.new("attn.out", q_w, dt)
+            out = self.new("attn.out", out_w, dt)
             mask = T("attn.mask", 0.0, dt, float(dt)) if c.padding else None
             self.save(q, kr, vr, out, T("attn.lse", 4 * heads, FP32), mask)
             self.drop(k, v)
@@ -356,26 +358,67 @@ class Tracer:
         return self.new(name, a.b / a.dt, max(a.dt, b.dt))
 
     # ---- blocks --------------------------------------------------------------------------------------
+    def mla_attention(self, x_n: T) -> T:
+        """DeepSeek-V2/V3 multi-head latent attention (transformers deepseek_v2 modeling, sdpa path).
+
+        q = q_proj(x) (or q_b_proj(q_a_layernorm(q_a_proj(x)))), kv_a = kv_a_proj_with_mqa(x) split into
+        the latent (kv_a_layernorm -> kv_b_proj -> k_nope | v views) and k_pe (rotary); q = cat(q_nope,
+        rope(q_pe)); k = new_empty filled with k_nope and k_pe. qk and v head dims differ, so sdpa runs the
+        mem-efficient kernel, which saves q, k, v (a view that keeps the whole kv_b output) and its output.
+        """
+        d = self.p.dims
+        m = d.mla
+        assert m is not None
+        lins = {ln.name: ln for ln in self.kind.linears}
+        nh = d.num_heads
+        qk_w = nh * (m.qk_nope_head_dim + m.qk_rope_head_dim)
+        self.hold(x_n)
+        if "q_a_proj" in lins:
+            qa = self.linear(x_n, lins["q_a_proj"])
+            self.hold(qa)
+            qn = self.norm(qa, m.q_lora_rank or lins["q_a_proj"].out_f, "q_a_norm")
+            self.drop(qa)
+            self.hold(qn)
+            q = self.linear(qn, lins["q_b_proj"]) if "q_b_proj" in lins else self.new("q", qk_w, qn.dt)
+            self.drop(qn)
+        else:
+            q = self.linear(x_n, lins["q_proj"]) if "q_proj" in lins else self.new("q", qk_w, x_n.dt)
+        self.hold(q)
+        kva = self.linear(x_n, lins["kv_a_proj_with_mqa"]) if "kv_a_proj_with_mqa" in lins else \
+            self.new("kv_a", m.kv_lora_rank + m.qk_rope_head_dim, x_n.dt)
+        self.drop(x_n)
+        self.hold(kva)
+        lat = self.norm(kva, m.kv_lora_rank, "kv_a_norm")   # reads the latent view of kv_a
+        self.hold(lat)
+        kvb = self.linear(lat, lins["kv_b_proj"]) if "kv_b_proj" in lins else \
+            self.new("kv_b", nh * (m.qk_nope_head_dim + m.v_head_dim), lat.dt)
+        self.drop(lat)
+        self.hold(kvb)
+        dt = max(q.dt, self.c.xd)
+        q2 = self.new("q.cat", qk_w, dt)          # cat(q_nope, rope(q_pe))
+        k2 = self.new("k.filled", qk_w, dt)       # new_empty + k_nope + broadcast rope(k_pe)
+        self.drop(q, kva)
+        self.hold(q2, k2)
+        out = self.attention_core(q2, k2, kvb, qk_w, qk_w, nh, out_w=nh * m.v_head_dim, flash_ok=False)
+        self.drop(q2, k2, kvb)
+        self.hold(out)
+        o = self.linear(out, lins["o_proj"]) if "o_proj" in lins else self.new("o", d.hidden_size, out.dt)
+        self.drop(out)
+        self.hold(o)
+        return o
+
     def attention(self, x_n: T) -> T:
         d = self.p.dims
+        if self.p.mla and d.mla is not None:
+            return self.mla_attention(x_n)
         lins = self.kind.linears
         q_w, kv_w = d.q_size, d.kv_size
-        if self.p.mla and d.mla is not None:
-            m = d.mla
-            q_w = d.num_heads * (m.qk_nope_head_dim + m.qk_rope_head_dim)
-            kv_w = q_w
         ins = [ln for ln in lins if ln.reads == "attn_in"]
         outs: dict[str, T] = {}
         self.hold(x_n)
         for ln in ins:
             outs[ln.name] = self.linear(x_n, ln)
             self.hold(outs[ln.name])
-        for ln in lins:
-            if ln.reads == "latent":  # MLA: kv_b / q_b read a normalised low-rank latent
-                lat = self.new(ln.name + ".latent", ln.in_f, x_n.dt)
-                self.save(T(ln.name + ".latent_n32", ln.in_f * 4, FP32))
-                outs[ln.name] = self.linear(lat, ln)
-                self.hold(outs[ln.name])
         self.drop(x_n)
         q = outs.get("q_proj") or outs.get("q_b_proj") or outs.get("query") or outs.get("wq")
         k = outs.get("k_proj") or outs.get("key") or outs.get("wk")
@@ -463,9 +506,13 @@ class Tracer:
         h = self.p.dims.hidden_size
         k = kind.top_k
         E = kind.experts
-        router = [ln for ln in kind.linears if ln.reads == "router"]
+        router = [ln for ln in kind.linears if ln.reads == "router" and ln.out_f == E]
         if router and self.c.full:
-            self.save(x_n)
+            if self.p.family in ("deepseek_v2", "deepseek_v3"):
+                # MoEGate: F.linear(hidden_states.type(float32), weight.type(float32)) saves the fp32 copy
+                self.save(self.new("router.x32", h, FP32))
+            else:
+                self.save(x_n)
         # router logits .float() -> softmax (saved) -> topk
         self.save(T("router.softmax", 4 * E, FP32), T("router.topk", 12 * k, FP32))
         # transformers 5 grouped_mm (or transformers 4's per-expert loop): every token visits top_k experts
@@ -477,8 +524,9 @@ class Tracer:
         exp = [ln for ln in kind.linears if ln.reads in ("expert_in", "expert_out")]
         eo = sub.mlp(xg, [Lin(ln.name, ln.in_f, ln.out_f, 1, ln.reads.replace("expert", "mlp"), ln.bias)
                           for ln in exp], kind.intermediate, "expert")
-        if self.c.full:
-            sub.save(eo)   # routing-weight multiply saves the expert output when the router trains
+        # the routing-weight multiply saves the expert output: the weights come from the router's softmax of
+        # the (grad-requiring) hidden states, frozen router or not
+        sub.save(eo)
         sb, ss = self.led.total(exclude_input=True)
         lb = sum(v[0] for v in self.live.values())
         for m in sub.moments:
