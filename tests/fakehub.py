@@ -1251,12 +1251,11 @@ class FakeHub:
             siblings.append(s)
             if name.endswith(".safetensors"):
                 header = f.safetensors_header()
-                if header is not None:
+                counted = _count_params(header) if header is not None else None
+                if counted is not None:  # like the Hub, a file it cannot read adds nothing to the summary
                     have_safetensors = True
-                    for key, info in header.items():
-                        if key != "__metadata__" and isinstance(info, dict):
-                            params[info.get("dtype", "?")] = params.get(info.get("dtype", "?"), 0) + math.prod(
-                                info.get("shape", []))
+                    for dtype, n in counted.items():
+                        params[dtype] = params.get(dtype, 0) + n
             if name == "config.json" and not f.lfs:
                 try:
                     cfg = json.loads(f.blob.data)  # type: ignore[attr-defined]
@@ -1314,6 +1313,25 @@ class FakeHub:
         dir_entries = [{"type": "directory", "oid": hashlib.sha1(d.encode()).hexdigest(), "size": 0, "path": d}
                        for d in dirs]
         return dir_entries + out
+
+
+def _count_params(header: dict) -> dict[str, int] | None:
+    """dtype -> Σ numel of a parsed header, or None when an entry is malformed (hostile headers are served too)."""
+    out: dict[str, int] = {}
+    for key, info in header.items():
+        if key == "__metadata__":
+            continue
+        shape = info.get("shape") if isinstance(info, dict) else None
+        dtype = info.get("dtype") if isinstance(info, dict) else None
+        if not isinstance(dtype, str) or not isinstance(shape, list):
+            return None
+        n = 1
+        for d in shape:  # stop at the first overflow (a hostile shape may have a million huge dims)
+            if type(d) is not int or d < 0 or n * d >= 2**63:
+                return None
+            n *= d
+        out[dtype] = out.get(dtype, 0) + n
+    return out
 
 
 # --------------------------------------------------------------------------------------------------------------
