@@ -44,7 +44,8 @@ def build(prof: ModelProfile, setup: Setup) -> tuple[list[Component], list[str],
     targets = frozenset(m.name for m in pp.lora_modules if m.group != "lm_head")
     head_targeted = any(m.group == "lm_head" for m in pp.lora_modules)
     ctx = context(prof, setup, pp.quantized, targets | (frozenset({"lm_head"}) if head_targeted else frozenset()))
-    comps: list[Component] = weight_components(prof, setup, pp)
+    static = _static_components(prof, setup, pp)
+    comps: list[Component] = list(static[0])
     comps.append(cublas_workspace())
 
     # ---- inputs ----------------------------------------------------------------------------------------
@@ -64,11 +65,7 @@ def build(prof: ModelProfile, setup: Setup) -> tuple[list[Component], list[str],
         "ForCausalLMLoss pad + shift of labels (saved by nll_loss)"))
 
     # ---- optimizer -------------------------------------------------------------------------------------
-    comps += optimizer_states(pp, setup)
-    comps.append(gradients(pp))
-    st = step_transient(pp, setup)
-    if st:
-        comps.append(st)
+    comps += static[1]
 
     # ---- activations -------------------------------------------------------------------------------------
     kinds = prof.layer_kinds
@@ -91,13 +88,11 @@ def build(prof: ModelProfile, setup: Setup) -> tuple[list[Component], list[str],
     dx = rnd(T * h * ctx.xd)  # gradient flowing into a layer's output
 
     # gradients by part (needed for the layer moments)
-    g_total = gradient_bytes(pp.trainable)
-    g_head = gradient_bytes(pp.trainable, "head")
-    g_embed = gradient_bytes(pp.trainable, "embedding")
+    g_total, g_head, g_embed, g_layers = static[2]
     if setup.method == "full" and prof.tied:
         g_head += g_embed      # the head reads the embedding matrix: its gradient arrives first
         g_embed = 0
-    g_layer = gradient_bytes(pp.trainable, "layers") // max(L, 1)
+    g_layer = g_layers // max(L, 1)
     g_mlp = _mlp_grad_bytes(prof, pp, setup) if setup.method == "full" else 0
 
     fwd_peak = peak_of(big.fwd, T, S)          # saved-so-far + live temporaries, the input excluded
@@ -218,6 +213,25 @@ def build(prof: ModelProfile, setup: Setup) -> tuple[list[Component], list[str],
         warnings.append("QLoRA with prepare_kbit and no autocast: the residual stream is fp32, so sdpa runs "
                         "attention in fp32 (math kernel, S² scores); HF Trainer bf16=True is --precision amp-bf16")
     return comps, warnings, pp, largest
+
+
+def _static_components(prof: ModelProfile, setup: Setup, pp: ParamPlan):
+    """Components that do not depend on batch or sequence length, cached per model and knobs."""
+    key = ("static", id(pp), setup.optimizer, setup.precision, setup.method)
+    hit = prof.cache.get(key)
+    if hit is not None and hit[0] is pp:
+        return hit[1]
+    weights = tuple(weight_components(prof, setup, pp))
+    opt = list(optimizer_states(pp, setup))
+    opt.append(gradients(pp))
+    st = step_transient(pp, setup)
+    if st:
+        opt.append(st)
+    grads = (gradient_bytes(pp.trainable), gradient_bytes(pp.trainable, "head"),
+             gradient_bytes(pp.trainable, "embedding"), gradient_bytes(pp.trainable, "layers"))
+    res = (weights, tuple(opt), grads)
+    prof.cache[key] = (pp, res)
+    return res
 
 
 def big_inter(a: LayerActs, prof: ModelProfile) -> int:
