@@ -268,6 +268,11 @@ class Tracer:
             self.drop(*(a for a, b in ((q, q2), (k, k2), (v, v2)) if a is not b))
             q, k, v = q2, k2, v2
             dt = HALF
+        broadcast = kv_w != q_w and not self.p.sdpa_gqa
+        if broadcast and kernel == "sdpa":
+            # the modeling code calls F.scaled_dot_product_attention itself with fewer k/v heads and no
+            # enable_gqa (falcon-7b multi-query): only the math kernel broadcasts them
+            kernel = "math"
         if kernel == "sdpa" or (kernel == "flash" and not flash_ok):
             if dt == HALF and not c.padding and flash_ok:
                 kernel = "flash"
@@ -299,9 +304,10 @@ class Tracer:
         if kernel == "math":
             # _scaled_dot_product_attention_math: q·√scale, repeat_interleave(k)·√scale, v repeated,
             # softmax (saved, S scores per head), output transposed + contiguous for o_proj
+            # (in the activation dtype, as on CUDA; on CPU — the oracle — ATen upcasts half inputs to fp32)
             qs = self.new("attn.q_s", q_w, dt)
-            ks = self.new("attn.k_s", q_w, dt)
-            vr = v if kv_w == q_w else self.new("attn.v_rep", q_w, dt)
+            ks = self.new("attn.k_s", kv_w if broadcast else q_w, dt)
+            vr = v if (kv_w == q_w or broadcast) else self.new("attn.v_rep", q_w, dt)
             sm = T("attn.softmax", 0.0, dt, float(heads * dt))
             self.drop(q, k, v)
             self.save(qs, ks, vr)

@@ -114,6 +114,7 @@ class ModelProfile:
     buffers_bytes: int               # model-created buffers (rotary inv_freq + original_inv_freq)
     generic: bool                    # no family-specific activation accounting: the fallback applies
     mla: bool
+    sdpa_gqa: bool = True            # transformers' sdpa_attention_forward (enable_gqa); False: own sdpa call
     warnings: tuple[str, ...] = field(default_factory=tuple)
     cache: dict = field(default_factory=dict, compare=False, repr=False)
 
@@ -253,7 +254,7 @@ def _build(arch: Architecture) -> ModelProfile:
         qk_norm=d.qk_norm or bool(cfg.get("qk_layernorm")), rotary=rope, rotary_dim=rot_dim,
         learned_positions=learned, tied=tied, attn_dropout=attn_p, resid_dropout=resid_p, embd_dropout=embd_p,
         tensors=tensors, linears=linears, head=head, layer_kinds=kinds, buffers_bytes=buffers, generic=generic,
-        mla=d.mla is not None, warnings=tuple(warnings),
+        mla=d.mla is not None, sdpa_gqa=fam != "falcon", warnings=tuple(warnings),
     )
 
 
