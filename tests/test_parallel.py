@@ -242,3 +242,44 @@ def test_deepspeed_offload_host_ram_matches_the_estimator():
     # FSDP's CPU offload keeps the states in their own dtype: the components decide (2 + 2 + 4 = 8 B/param)
     fs = per_gpu(est, Plan("fsdp", 16, nodes=2, offload="params"), layout)
     assert fs.host_bytes_per_node == int(-(-2 * P // 16) * 2 + -(-4 * P // 16)) * 8 * 3 // 2
+
+
+def test_deepspeed_runs_its_own_mixed_precision(llama8b):
+    from hubvram.memory import Setup, estimate
+    from hubvram.parallel import deepspeed_mixed_precision
+
+    P = llama8b.counts.total
+    persistent = ("weights", "optimizer_states", "gradients", "master_weights (DeepSpeed fp32)",
+                  "gradients.fp32 (DeepSpeed partition)")
+    for precision in ("bf16", "amp-bf16"):
+        est = estimate(llama8b, Setup(method="full", precision=precision))
+        ds = {c.name: c.bytes for c in deepspeed_mixed_precision(est)}
+        # 2 (16-bit weights) + 2 (16-bit grads) + 8 (fp32 Adam) + 4 (fp32 master) + 4 (fp32 grads) = 20 B/param
+        assert abs(sum(ds[n] for n in persistent) - 20 * P) < 512 * 400, precision
+        assert not any(n.startswith("autocast_cache") for n in ds) and "optimizer_step" not in ds
+    lora = estimate(llama8b, Setup(method="lora"))
+    assert deepspeed_mixed_precision(lora) == tuple(lora.components)
+    fp32 = estimate(llama8b, Setup(method="full", precision="fp32"))
+    assert deepspeed_mixed_precision(fp32) == tuple(fp32.components)
+    # ZeRO-3 divides all 20 B/param; FSDP keeps the recipe's own 8 B/param
+    est = estimate(llama8b, Setup(method="full"))
+    layout = model_layout(llama8b, est.setup)
+    z3 = per_gpu(est, Plan("zero3", 8), layout)
+    fs = per_gpu(est, Plan("fsdp", 8), layout)
+    z3_states = sum(p.bytes for p in z3.parts if p.name in persistent)
+    fs_states = sum(p.bytes for p in fs.parts if p.name in persistent)
+    assert abs(z3_states - 20 * P / 8) < 512 * 400 and abs(fs_states - 8 * P / 8) < 512 * 400
+
+
+def test_offload_plans_must_fit_the_host_ram():
+    from hubvram.fit import fit_plan
+    from hubvram.gpus import custom_gpu
+
+    est = deepspeed_est(P)
+    layout = ModelLayout(P, "m", 1000, 2000, "l", 1, 2, 0, 0, trains_base=True)
+    gpu = custom_gpu("2500KB")  # 20 MB of states on one GPU: only an offload to the host fits
+    roomy = fit_plan(est, layout, gpu, max_gpus=1, host_ram=None)
+    # ZeRO-Offload keeps the 2 MB of 16-bit weights; 18 MB of states × 1.5 buffers go to the host
+    assert roomy.cell == "1 × zero2 + offload optimizer" and roomy.per_gpu.host_bytes_per_node == 27_000_000
+    tight = fit_plan(est, layout, gpu, max_gpus=1, host_ram=20_000_000)
+    assert tight.min_gpus is None and tight.cell == "does not fit"

@@ -411,6 +411,8 @@ def plan_options(f):
                      help="Nodes the GPUs are spread over (fsdp-hybrid shards within a node)."),
         click.option("--offload", type=click.Choice(OFFLOADS), default=None,
                      help="CPU offload (DeepSpeed/FSDP): optimizer states, or parameters too."),
+        click.option("--host-ram", default="1TiB", show_default=True, metavar="SIZE",
+                     help="Host RAM per node an offload may use (e.g. 128GiB for a workstation)."),
     ]):
         f = opt(f)
     return f
@@ -429,11 +431,12 @@ def fit_options(f):
     return plan_options(f)
 
 
-def _fit_request(gpu_ids, gpu_memory, strategy, n_gpus, nodes, offload):
+def _fit_request(gpu_ids, gpu_memory, strategy, n_gpus, nodes, offload, host_ram="1TiB"):
     from .fit import FitRequest
+    from .gpus import parse_bytes
 
     return FitRequest(gpus=_gpu_list(gpu_ids, gpu_memory), strategy=strategy, n_gpus=n_gpus, nodes=nodes,
-                      offload=offload)
+                      offload=offload, host_ram=parse_bytes(host_ram))
 
 
 def fit_section(arch, setups, req, fmt: str, *, selected: str, max_batch: bool = False,
@@ -449,7 +452,8 @@ def fit_section(arch, setups, req, fmt: str, *, selected: str, max_batch: bool =
     from . import render_fit as R
     from .parallel import model_layout, per_gpu
 
-    rows = F.fit_matrix(arch, setups, req.gpus, ladder=req.ladder, max_gpus=req.cap, nodes=req.nodes)
+    rows = F.fit_matrix(arch, setups, req.gpus, ladder=req.ladder, max_gpus=req.cap, nodes=req.nodes,
+                        host_ram=req.host_ram)
     parts = [R.render_fit_matrix(rows, fmt)]
     out: dict[str, Any] = {"fit": {r.label: R.fit_records(r.verdicts) for r in rows}, "rows": rows,
                            "parallel": None, "inverse": None, "require_fit": None}
@@ -487,7 +491,7 @@ def fit_section(arch, setups, req, fmt: str, *, selected: str, max_batch: bool =
         ladder, cap = req.require_plan()
         r = by_label[selected]
         s = F.adapt_setup(r.setup, gpu)
-        v = F.fit(arch, s, gpu, ladder=ladder, max_gpus=cap, nodes=req.nodes)
+        v = F.fit(arch, s, gpu, ladder=ladder, max_gpus=cap, nodes=req.nodes, host_ram=req.host_ram)
         ok = v.min_gpus is not None
         out["require_fit"] = {"gpu": gpu.id, "method": selected, "ok": ok, **v.to_dict()}
         what = "1 GPU" if cap == 1 else f"≤ {cap} GPUs"
@@ -562,7 +566,7 @@ def gpus_cmd(fmt: str, debug: bool) -> None:
 @source_options
 def compare(models, from_file, sort_by, jobs, methods, batch_size, seq_len, precision, optimizer,
             grad_checkpointing, lora_rank, attention, gpu_ids, gpu_memory, strategy, n_gpus, nodes, offload,
-            revision, offline, cache_dir, token, fmt, debug) -> None:
+            host_ram, revision, offline, cache_dir, token, fmt, debug) -> None:
     """Many models side by side: a row per model and method, with a verdict per GPU.
 
     \b
@@ -579,14 +583,14 @@ def compare(models, from_file, sort_by, jobs, methods, batch_size, seq_len, prec
         ids = list(models) + (api.iter_ids_from_file(from_file) if from_file is not None else [])
         if not ids:
             raise click.UsageError("give at least one MODEL or --from-file FILE")
-        req = _fit_request(gpu_ids, gpu_memory, strategy, n_gpus, nodes, offload)
+        req = _fit_request(gpu_ids, gpu_memory, strategy, n_gpus, nodes, offload, host_ram)
         setups = _setups(methods, batch_size=batch_size, seq_len=seq_len, precision=precision, optimizer=optimizer,
                          grad_checkpointing=grad_checkpointing, lora_rank=lora_rank, attention=attention)
         with _load_progress(len(ids)) as tick:
             archs = api.load_models(ids, max_workers=jobs, offline=offline, cache_dir=cache_dir, token=token,
                                     on_done=tick)
         rows = C.compare_rows(ids, archs, setups, req.gpus, ladder=req.ladder, max_gpus=req.cap, nodes=req.nodes,
-                              strict=debug)
+                              host_ram=req.host_ram, strict=debug)
         rows = C.sort_rows(rows, sort_by, req.gpus)
         if fmt == "json":
             click.echo(render.to_json({"models": C.compare_records(rows), "gpus": [g.id for g in req.gpus]}))
@@ -634,12 +638,14 @@ class _load_progress:
 @click.option("--gpus", "n_gpus", type=click.IntRange(1, 4096), default=None,
               help="GPU budget (default: 1, or the fewest GPUs at which anything fits).")
 @click.option("--top", type=click.IntRange(1, 50), default=5, show_default=True, help="How many setups.")
+@click.option("--host-ram", default="1TiB", show_default=True, metavar="SIZE",
+              help="Host RAM per node an offload may use.")
 @click.option("--seq-len", type=click.IntRange(1), default=None, help="Sequence length (default 2048).")
 @click.option("--lora-rank", type=click.IntRange(1), default=None, help="LoRA rank (default 16).")
 @click.option("--attention", type=click.Choice(("sdpa", "flash", "eager")), default=None, help="Default sdpa.")
 @source_options
-def advise(model, gpu_id, n_gpus, top, seq_len, lora_rank, attention, revision, offline, cache_dir, token, fmt,
-           debug) -> None:
+def advise(model, gpu_id, n_gpus, top, host_ram, seq_len, lora_rank, attention, revision, offline, cache_dir, token,
+           fmt, debug) -> None:
     """The least-compromise setups that fit MODEL on a GPU, ranked, each as a command line.
 
     Tries full / LoRA / QLoRA x AdamW / 8-bit AdamW x checkpointing off / on, each at its largest
@@ -656,7 +662,9 @@ def advise(model, gpu_id, n_gpus, top, seq_len, lora_rank, attention, revision, 
         gpu = _one_gpu(gpu_id)
         base = _setups(("lora",), seq_len=seq_len, lora_rank=lora_rank, attention=attention)["lora"]
         arch = api.load_model(model, revision=revision, offline=offline, cache_dir=cache_dir, token=token)
-        adv = F.advise(arch, gpu, n_gpus, base=base, top=top)
+        from .gpus import parse_bytes
+
+        adv = F.advise(arch, gpu, n_gpus, base=base, top=top, host_ram=parse_bytes(host_ram))
         if fmt == "json":
             click.echo(render.to_json({"model": arch.model_id, "gpu": gpu.id,
                                        "advice": render_fit.advice_records(adv)}))
@@ -672,7 +680,7 @@ def advise(model, gpu_id, n_gpus, top, seq_len, lora_rank, attention, revision, 
 
 def show_fit(arch, fmt: str, *, methods=(), batch_size=None, seq_len=None, precision=None, optimizer=None,
              grad_checkpointing=None, lora_rank=None, attention=None, gpu_ids=(), gpu_memory=(), strategy=None,
-             n_gpus=None, nodes=1, offload=None, max_batch=False, max_seq_len=False,
+             n_gpus=None, nodes=1, offload=None, host_ram="1TiB", max_batch=False, max_seq_len=False,
              require_fit=None) -> tuple[dict[str, Any], int]:
     """`show`'s fit part: ``({"text", "json", "csv"}, exit code)``. ``json`` holds ``estimates`` (one per
     method: the estimate and its ``fit`` list) and, when asked, ``parallel`` / ``inverse`` / ``require_fit``."""
@@ -681,7 +689,7 @@ def show_fit(arch, fmt: str, *, methods=(), batch_size=None, seq_len=None, preci
     setups = _setups(methods, batch_size=batch_size, seq_len=seq_len, precision=precision, optimizer=optimizer,
                      grad_checkpointing=grad_checkpointing, lora_rank=lora_rank, attention=attention)
     selected = methods[0] if methods else Setup().method
-    req = _fit_request(gpu_ids, gpu_memory, strategy, n_gpus, nodes, offload)
+    req = _fit_request(gpu_ids, gpu_memory, strategy, n_gpus, nodes, offload, host_ram)
     sec, code = fit_section(arch, setups, req, fmt, selected=selected, max_batch=max_batch,
                             max_seq_len=max_seq_len, require_fit=require_fit)
     estimates = [{**r.estimate.to_dict(), "fit": sec["fit"][r.label]} for r in sec["rows"]]

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
 from .errors import HubvramError, InputError
-from .fit import FIT_FIGURE, LADDER, MAX_GPUS, Verdict, fit_matrix
+from .fit import FIT_FIGURE, HOST_RAM_PER_NODE, LADDER, MAX_GPUS, Verdict, fit_matrix
 from .gpus import GPU
 from .render import gib, human_count, table
 
@@ -36,7 +36,7 @@ class CompareRow:
 def compare_rows(ids: Sequence[str], archs: Sequence[Any], setups: Mapping[str, Any], gpus: Sequence[GPU], *,
                  estimator: Callable[[Any, Any], Any] | None = None,
                  ladder: Sequence[tuple[str, str | None]] = LADDER, max_gpus: int = MAX_GPUS,
-                 nodes: int = 1, strict: bool = False) -> list[CompareRow]:
+                 nodes: int = 1, host_ram: int | None = HOST_RAM_PER_NODE, strict: bool = False) -> list[CompareRow]:
     """Rows in input order: one per (model, method), or one error row for a model that failed to load or
     to estimate (its error kept; the other models are unaffected). An unexpected exception while
     estimating one model becomes that model's error row too, unless ``strict`` (``--debug``) re-raises it."""
@@ -46,7 +46,8 @@ def compare_rows(ids: Sequence[str], archs: Sequence[Any], setups: Mapping[str, 
             out.append(CompareRow(model=model_id, error=arch))
             continue
         try:
-            rows = fit_matrix(arch, setups, gpus, estimator=estimator, ladder=ladder, max_gpus=max_gpus, nodes=nodes)
+            rows = fit_matrix(arch, setups, gpus, estimator=estimator, ladder=ladder, max_gpus=max_gpus, nodes=nodes,
+                              host_ram=host_ram)
         except HubvramError as e:
             out.append(CompareRow(model=model_id, error=e))
             continue

@@ -24,7 +24,7 @@ from .gpus import GPU
 from .parallel import ModelLayout, Plan, PerGPU, model_layout, per_gpu
 
 __all__ = [
-    "LADDER", "MAX_GPUS", "GPUS_PER_NODE", "FIT_FIGURE", "FitRequest", "Verdict", "Advice", "MatrixRow",
+    "LADDER", "MAX_GPUS", "GPUS_PER_NODE", "FIT_FIGURE", "HOST_RAM_PER_NODE", "FitRequest", "Verdict", "Advice", "MatrixRow",
     "fits", "gpu_counts", "fit", "fit_plan", "fit_matrix", "max_batch", "max_seq_len", "largest_fitting",
     "advise", "adapt_setup", "command_line",
 ]
@@ -56,9 +56,14 @@ def _default_estimator() -> Estimator:
     return estimate
 
 
-def fits(pg: PerGPU, gpu: GPU) -> bool:
-    """The per-GPU reserved figure fits in the GPU's usable memory."""
-    return getattr(pg, FIT_FIGURE) <= gpu.usable_bytes
+#: Host RAM one node may give to offloaded states: a typical 8-GPU cloud server (AWS p4d 1152 GiB,
+#: p5 2 TiB, DGX H100 2 TiB). An offload plan needing more per node does not fit. ``--host-ram`` changes it.
+HOST_RAM_PER_NODE = 1 << 40
+
+
+def fits(pg: PerGPU, gpu: GPU, host_ram: int | None = HOST_RAM_PER_NODE) -> bool:
+    """The per-GPU reserved figure fits in the GPU's usable memory (and an offload in the node's RAM)."""
+    return getattr(pg, FIT_FIGURE) <= gpu.usable_bytes and (host_ram is None or pg.host_bytes_per_node <= host_ram)
 
 
 def gpu_counts(max_gpus: int = MAX_GPUS, nodes: int = 1) -> list[int]:
@@ -110,6 +115,7 @@ class FitRequest:
     nodes: int = 1
     offload: str | None = None
     max_gpus: int = MAX_GPUS
+    host_ram: int | None = HOST_RAM_PER_NODE
 
     def __post_init__(self) -> None:
         if self.strategy or self.n_gpus or self.offload:
@@ -190,14 +196,15 @@ class Verdict:
 
 
 def fit_plan(est: Any, layout: ModelLayout, gpu: GPU, *, ladder: Sequence[tuple[str, str | None]] = LADDER,
-             max_gpus: int = MAX_GPUS, nodes: int = 1) -> Verdict:
+             max_gpus: int = MAX_GPUS, nodes: int = 1, host_ram: int | None = HOST_RAM_PER_NODE) -> Verdict:
     """The verdict for one estimate on one GPU: one GPU, else the fewest GPUs over ``ladder``.
 
     GPU-resident strategies are preferred to optimizer offload, and that to parameter offload, whatever the
     counts (:data:`OFFLOAD_RANK`); within a tier the smallest GPU count wins and ties go to the earlier
     (cheaper) strategy. Per-GPU memory is
     non-increasing in N under every sharding strategy, so each strategy's minimum is a bisection over
-    :func:`gpu_counts` (about log2(15) per_gpu calls).
+    :func:`gpu_counts` (about log2(15) per_gpu calls). An offload plan must also leave the host RAM it needs
+    per node within ``host_ram`` (constant in N up to one node, then falling: still monotone).
     """
     single = per_gpu(est, Plan(), layout)
     counts = gpu_counts(max_gpus, nodes)
@@ -213,7 +220,7 @@ def fit_plan(est: Any, layout: ModelLayout, gpu: GPU, *, ladder: Sequence[tuple[
             return per_gpu(est, _plan(s, counts[k], nodes, o), layout)
 
         # only a strictly smaller count can beat an earlier rung of the same tier
-        k = _first_true(best_k, lambda j: fits(pg_at(j), gpu))
+        k = _first_true(best_k, lambda j: fits(pg_at(j), gpu, host_ram))
         if k is not None:
             best_rank, best_k, best_pg = rank, k, pg_at(k)
         elif best_pg is None:
@@ -241,7 +248,7 @@ class MatrixRow:
 
 def fit_matrix(arch: Any, setups: Mapping[str, Any], gpus: Sequence[GPU], *, estimator: Estimator | None = None,
                ladder: Sequence[tuple[str, str | None]] = LADDER, max_gpus: int = MAX_GPUS, nodes: int = 1,
-               adapt: bool = True) -> list[MatrixRow]:
+               adapt: bool = True, host_ram: int | None = HOST_RAM_PER_NODE) -> list[MatrixRow]:
     """Rows = setups (one per method), columns = GPUs. With ``adapt``, a GPU without bf16 (T4, V100) is
     judged with the setup's fp16 twin (:func:`adapt_setup`)."""
     estimator = estimator or _default_estimator()
@@ -254,7 +261,7 @@ def fit_matrix(arch: Any, setups: Mapping[str, Any], gpus: Sequence[GPU], *, est
             if s not in cache:
                 cache[s] = (estimator(arch, s), model_layout(arch, s))
             est, layout = cache[s]
-            v = fit_plan(est, layout, gpu, ladder=ladder, max_gpus=max_gpus, nodes=nodes)
+            v = fit_plan(est, layout, gpu, ladder=ladder, max_gpus=max_gpus, nodes=nodes, host_ram=host_ram)
             verdicts.append(dataclasses.replace(v, precision=s.precision) if s is not setup else v)
         rows.append(MatrixRow(label, setup, cache[setup][0] if setup in cache else estimator(arch, setup),
                               tuple(verdicts)))
@@ -449,7 +456,8 @@ def _compromises(setup: Any, base: Any, plan: Plan, pg: PerGPU) -> tuple[str, ..
 
 
 def advise(arch: Any, gpu: GPU, n_gpus: int | None = None, *, base: Any = None, estimator: Estimator | None = None,
-           max_gpus: int = MAX_GPUS, top: int = 5, max_micro_batch: int = 64) -> list[Advice]:
+           max_gpus: int = MAX_GPUS, top: int = 5, max_micro_batch: int = 64,
+           host_ram: int | None = HOST_RAM_PER_NODE) -> list[Advice]:
     """The least-compromise setups that fit ``gpu`` (× ``n_gpus``), ranked, each with a command line.
 
     Candidates are method × optimizer × checkpointing (:data:`METHODS`, :data:`OPTIMIZERS`,
@@ -473,7 +481,8 @@ def advise(arch: Any, gpu: GPU, n_gpus: int | None = None, *, base: Any = None, 
         for oi, opt in enumerate(OPTIMIZERS):
             for ci, ckpt in enumerate(CHECKPOINTING):
                 s = dataclasses.replace(base, method=method, optimizer=opt, grad_checkpointing=ckpt, batch_size=1)
-                v = fit_plan(estimator(arch, s), model_layout(arch, s), gpu, ladder=ladder, max_gpus=budget)
+                v = fit_plan(estimator(arch, s), model_layout(arch, s), gpu, ladder=ladder, max_gpus=budget,
+                             host_ram=host_ram)
                 if v.min_gpus is not None:
                     candidates.append(((mi, oi, ci), s, v))
     if not candidates:

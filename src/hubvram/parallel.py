@@ -37,7 +37,7 @@ __all__ = [
     "category", "model_layout", "per_gpu",
     "zero_paper_model_states", "deepspeed_zero2_model_states", "deepspeed_zero3_model_states",
     "zero3_gather_bytes", "fsdp_unsharded_bytes", "ddp_bucket_bytes", "sharded", "host_ram_bytes",
-    "deepspeed_offload_host_bytes",
+    "deepspeed_offload_host_bytes", "deepspeed_mixed_precision", "Term",
 ]
 
 STRATEGIES: tuple[str, ...] = ("single", "ddp", "zero1", "zero2", "zero3", "fsdp", "fsdp-hybrid")
@@ -48,7 +48,7 @@ STAGE: Mapping[str, int] = {"single": 0, "ddp": 0, "zero1": 1, "zero2": 2, "zero
                             "fsdp-hybrid": 3}
 
 CATEGORIES: tuple[str, ...] = (
-    "frozen_weights", "trainable_weights", "master_weights", "gradients", "optimizer_states",
+    "frozen_weights", "trainable_weights", "master_weights", "gradients", "fp32_gradients", "optimizer_states",
     "optimizer_transients", "activations", "logits", "transients", "overhead", "other",
     "gather_buffers", "communication_buffers",
 )
@@ -56,7 +56,7 @@ CATEGORIES: tuple[str, ...] = (
 #: The smallest ZeRO stage that shards a category (ZeRO §5: Pos = 1, Pos+g = 2, Pos+g+p = 3).
 #: Categories not listed are never divided by data parallelism.
 SHARD_STAGE: Mapping[str, int] = {
-    "optimizer_states": 1, "master_weights": 1, "optimizer_transients": 1,
+    "optimizer_states": 1, "master_weights": 1, "optimizer_transients": 1, "fp32_gradients": 1,
     "gradients": 2,
     "trainable_weights": 3, "frozen_weights": 3,
 }
@@ -67,9 +67,9 @@ SHARD_STAGE: Mapping[str, int] = {
 #: (ZeRO-Infinity) with the optimizer offloaded too, or FSDP ``CPUOffload(offload_params=True)``, which
 #: keeps parameters and gradients on the CPU and steps the optimizer there: every model state.
 OFFLOAD_MOVES: Mapping[str, frozenset[str]] = {
-    "optimizer": frozenset({"optimizer_states", "master_weights", "optimizer_transients"}),
+    "optimizer": frozenset({"optimizer_states", "master_weights", "optimizer_transients", "fp32_gradients"}),
     "params": frozenset({"optimizer_states", "master_weights", "optimizer_transients", "gradients",
-                         "trainable_weights", "frozen_weights"}),
+                         "fp32_gradients", "trainable_weights", "frozen_weights"}),
 }
 
 #: DeepSpeed's ``additional_buffer_factor`` for host memory (pinned buffers, fragmentation), used by both
@@ -442,6 +442,78 @@ def category(component: Any, method: str = "full", known_only: bool = False) -> 
 
 
 # --------------------------------------------------------------------------------------------------
+# DeepSpeed's own mixed precision (ZeRO-1/2/3)
+# --------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Term:
+    """A component that parallel.py adds or rewrites (same fields as hubvram.memory's Component)."""
+
+    name: str
+    bytes: int
+    phases: tuple[str, ...]
+    formula: str
+    substituted: str
+    source: str
+    evictable: bool = False
+    category: str | None = None
+
+
+_DS_SOURCE = ("DeepSpeed runtime/zero/stage_1_and_2.py / stage3.py: 16-bit parameters and gradients, fp32 "
+              "partitions of the master weights, optimizer states and gradients (the estimator's '18 = 2 grads16 "
+              "+ 4 grads32 + 4 params32 + 8 optim states32'); ZeRO paper §3.1 (K = 12)")
+_ADAM_FAMILY = ("adamw", "adamw-foreach", "paged-adamw")
+
+
+def deepspeed_mixed_precision(est: Any) -> tuple[Any, ...]:
+    """The components as DeepSpeed ZeRO runs a 16-bit full fine-tune, whatever the single-GPU recipe.
+
+    DeepSpeed with ``bf16`` / ``fp16`` enabled casts the module to 16 bit and wraps the optimizer: every
+    rank keeps fp32 partitions of the master weights (4 B/param), of the gradients (4 B/param) and runs
+    the optimizer on them (AdamW: fp32 m and v, 8 B/param, fused: no foreach copy); there is no
+    torch.autocast (no autocast caches). So a pure-bf16 replica (2 + 2 + 4 B/param) becomes 2 + 2 + 4 + 4
+    + 8 = 20 B/param, and an amp replica (fp32 weights) gets 16-bit weights and gradients. 8-bit and other
+    client optimizers keep their own states on the fp32 partition. Only full fine-tuning in 16 bit changes:
+    LoRA/QLoRA adapters are tiny and fp32 runs have no master copy.
+    """
+    setup = getattr(est, "setup", None)
+    if _setup_get(setup, "method", "full") != "full" or _setup_get(setup, "precision", "bf16") == "fp32":
+        return tuple(est.components)
+    t = int(getattr(est, "trainable_params", 0) or 0)
+    amp = str(_setup_get(setup, "precision", "")).startswith("amp")
+    adam = _setup_get(setup, "optimizer", "adamw") in _ADAM_FAMILY
+    out: list[Any] = []
+    grad_phases: tuple[str, ...] = ()
+    for c in est.components:
+        name = c.name
+        if name.startswith("autocast_cache") or (adam and name == "optimizer_step"):
+            continue
+        if adam and name.startswith("optimizer_states"):
+            if name == "optimizer_states":
+                out.append(Term("optimizer_states", 8 * t, tuple(c.phases), "trainable × 8 B (fp32 m, v)",
+                                f"{t:,} × 8 = {8 * t:,} B", _DS_SOURCE + "; FusedAdam on the fp32 partition",
+                                category="optimizer_states"))
+            continue  # paged states merge into DeepSpeed's fp32 partition
+        if amp and name == "weights":
+            out.append(Term("weights", 2 * t, tuple(c.phases), "trainable × 2 B (16-bit module)",
+                            f"{t:,} × 2 = {2 * t:,} B", _DS_SOURCE, category="trainable_weights"))
+            continue
+        if amp and name.split(".", 1)[0] == "gradients":
+            out.append(Term(name, c.bytes // 2, tuple(c.phases), f"({c.formula}) / 2 (16-bit gradients)",
+                            f"{c.bytes // 2:,} B", _DS_SOURCE, category="gradients"))
+            if name == "gradients":
+                grad_phases = tuple(c.phases)
+            continue
+        if name == "gradients":
+            grad_phases = tuple(c.phases)
+        out.append(c)
+    out.append(Term("master_weights (DeepSpeed fp32)", 4 * t, tuple(est.phase_bytes), "trainable × 4 B",
+                    f"{t:,} × 4 = {4 * t:,} B", _DS_SOURCE, category="master_weights"))
+    out.append(Term("gradients.fp32 (DeepSpeed partition)", 4 * t, grad_phases or tuple(est.phase_bytes),
+                    "trainable × 4 B", f"{t:,} × 4 = {4 * t:,} B", _DS_SOURCE, category="fp32_gradients"))
+    return tuple(out)
+
+
+# --------------------------------------------------------------------------------------------------
 # per-GPU result
 # --------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
@@ -507,7 +579,8 @@ def per_gpu(est: Any, plan: Plan, layout: ModelLayout | None = None, *, method: 
     """
     method = method or _setup_get(getattr(est, "setup", None), "method", "full")
     known_only = _is_memory_estimate(est)
-    comps = tuple(est.components)
+    comps = deepspeed_mixed_precision(est) if (known_only and plan.strategy.startswith("zero")) \
+        else tuple(est.components)
     all_phases = tuple(est.phase_bytes) if getattr(est, "phase_bytes", None) else ("step",)
     stage, group = plan.stage, plan.shard_group
     moves = OFFLOAD_MOVES.get(plan.offload or "", frozenset())
