@@ -80,7 +80,8 @@ def parse_header(raw: bytes, *, file: str, model: str | None = None,
     if not isinstance(obj, dict):
         raise fail(f"header is a JSON {type(obj).__name__}, not an object")
 
-    meta = obj.pop("__metadata__", None) or {}
+    meta = obj.pop("__metadata__", None)
+    meta = {} if meta is None else meta  # null is "no metadata"; [], "" or 0 are not (as the reference)
     if not isinstance(meta, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in meta.items()):
         raise fail("__metadata__ must map strings to strings")
 
