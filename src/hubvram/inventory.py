@@ -56,9 +56,11 @@ def _llama(d: Dims, cfg: Mapping[str, Any]) -> Emit:
     layers = d.num_layers + d.mtp_layers
     o_bias = bool(cfg.get("attention_bias")) and d.family not in ("qwen2", "qwen2_moe")
     mlp_bias = bool(cfg.get("mlp_bias"))
-    first_dense = int(cfg.get("first_k_dense_replace") or 0)
-    mlp_only = set(cfg.get("mlp_only_layers") or [])
-    step = int(cfg.get("decoder_sparse_step") or 1)
+    first_dense, mlp_only, step = 0, set(), 1
+    if d.moe is not None:  # MoE layout fields: read (and validated by dims_from_config) only for MoE models
+        first_dense = int(cfg.get("first_k_dense_replace") or 0)
+        mlp_only = set(cfg.get("mlp_only_layers") or [])
+        step = int(cfg.get("decoder_sparse_step") or 1)
     for i in range(layers):
         p = f"model.layers.{i}."
         if d.mla is not None:
