@@ -101,7 +101,7 @@ def build(prof: ModelProfile, setup: Setup) -> tuple[list[Component], list[str],
     if setup.method == "full":
         # the MLP's weight gradients appear while its inputs are still saved (trace of the oracle:
         # + G_mlp - 3 I-wide tensors freed + the input gradient)
-        bwd_extra = max(g_mlp + int(T * (h * ctx.xd)) - int(T * 3 * big_inter(big, prof) * 2) , 0)
+        bwd_extra = max(g_mlp + int(T * (h * ctx.xd)) - int(T * 3 * _inter_width(prof) * 2) , 0)
     norm_end = rnd(int(T * (big.bwd[-1].b + 4 * h + 4)))   # layer 0's input norm: saved x32 + backward temps
 
     formula = _layer_formula(prof, setup)
@@ -199,10 +199,12 @@ def build(prof: ModelProfile, setup: Setup) -> tuple[list[Component], list[str],
             comps.append(emb)
 
     # ---- kernel scratch the oracle does not see -------------------------------------------------------------
-    if _flash(setup, ctx):
+    if _flash(setup, ctx, prof):
         comps.append(flash_backward_scratch(T, d.q_size, d.num_kv_heads != d.num_heads))
-    largest = max(rnd(T * 4 * V), rnd(int(T * (big.saved_s * S))) // max(d.num_heads, 1) * 0)
-    if setup.attention == "eager" or (setup.attention == "sdpa" and not _flash(setup, ctx)):
+    # the largest single temporary block (for the fragmentation margin): an fp32 logits-sized tensor, or
+    # one layer's fp32 attention scores when the kernel materialises them
+    largest = rnd(T * 4 * V)
+    if big.saved_s:
         largest = max(largest, rnd(setup.batch_size * d.num_heads * S * S * 4))
     if prof.generic:
         warnings.append("generic decoder: activations are the Llama-style formula with this model's widths")
@@ -234,7 +236,8 @@ def _static_components(prof: ModelProfile, setup: Setup, pp: ParamPlan):
     return res
 
 
-def big_inter(a: LayerActs, prof: ModelProfile) -> int:
+def _inter_width(prof: ModelProfile) -> int:
+    """The widest MLP intermediate a token goes through (top_k experts count k times)."""
     return max(k.intermediate * (k.top_k or 1) for k in prof.layer_kinds)
 
 
@@ -246,12 +249,16 @@ def _mlp_grad_bytes(prof: ModelProfile, pp: ParamPlan, setup: Setup) -> int:
                if ln.reads in ("mlp_in", "mlp_out", "expert_in", "expert_out", "shared_in", "shared_out"))
 
 
-def _flash(setup: Setup, ctx: Ctx) -> bool:
+def _flash(setup: Setup, ctx: Ctx, prof: ModelProfile) -> bool:
+    """Does attention run a flash kernel (whose backward allocates dq_accum)? sdpa picks flash for half
+    activations without a materialised mask (activations.py Tracer.attention_core)."""
     if setup.attention == "flash":
         return True
-    if setup.attention != "sdpa" or setup.padding:
+    if setup.attention != "sdpa" or setup.padding or prof.mla:
         return False
-    return ctx.autocast or ctx.xd == 2 or (ctx.lin_dt == 2 and not ctx.quantized)
+    if not prof.sdpa_gqa and prof.dims.num_kv_heads != prof.dims.num_heads:
+        return False
+    return ctx.autocast or ctx.xd == 2
 
 
 def _embedding_backward(prof: ModelProfile, setup: Setup, pp: ParamPlan, T: int, h: int, ctx: Ctx) -> Component:
