@@ -454,7 +454,7 @@ def fit_section(arch, setups, req, fmt: str, *, selected: str, max_batch: bool =
 
     rows = F.fit_matrix(arch, setups, req.gpus, ladder=req.ladder, max_gpus=req.cap, nodes=req.nodes,
                         host_ram=req.host_ram)
-    parts = [R.render_fit_matrix(rows, fmt)]
+    parts = [R.render_fit_matrix(rows, fmt, host_ram=req.host_ram)]
     out: dict[str, Any] = {"fit": {r.label: R.fit_records(r.verdicts) for r in rows}, "rows": rows,
                            "parallel": None, "inverse": None, "require_fit": None}
     by_label = {r.label: r for r in rows}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Mapping, Sequence
 
-from .fit import FIT_FIGURE, LADDER, Advice, MatrixRow, Verdict
+from .fit import FIT_FIGURE, HOST_RAM_PER_NODE, LADDER, Advice, MatrixRow, Verdict
 from .gpus import GPU
 from .parallel import PerGPU
 from .render import gib, table
@@ -24,13 +24,17 @@ def _gpu_header(gpu: GPU) -> str:
     return f"{gpu.id} ({gpu.usable_bytes / 2**30:.0f})"
 
 
-def matrix_legend(max_gpus: int) -> str:
-    tried = " → ".join(s + (f" + offload {o}" if o else "") for s, o in LADDER)
-    return (f"Cells: per-GPU reserved memory vs the card's usable GiB (in the header); \"N × S\" is the fewest GPUs "
-            f"(≤ {max_gpus}) under the first strategy that fits, trying {tried}; T4/V100 use fp16.")
+def matrix_legend(max_gpus: int, host_ram: int | None = HOST_RAM_PER_NODE) -> str:
+    ram = "no limit" if host_ram is None else f"{host_ram / 2**30:g} GiB"
+    tried = ", ".join(s + (f" + offload {o}" if o else "") for s, o in LADDER)
+    return (f"Cells compare per-GPU reserved memory with the card's usable GiB (header). \"N × S\": the fewest GPUs "
+            f"(≤ {max_gpus}; --gpus N raises the cap) over {tried}; GPU-resident before CPU offload, which must fit "
+            f"the host RAM per node (--host-ram: {ram}). zero* = DeepSpeed (fp32 master weights, 20 B/param for "
+            f"full fine-tuning); fsdp keeps the recipe's own bytes. T4/V100 run the fp16 twin of each setup.")
 
 
-def render_fit_matrix(rows: Sequence[MatrixRow], fmt: str = "table", *, legend: bool = True) -> str:
+def render_fit_matrix(rows: Sequence[MatrixRow], fmt: str = "table", *, legend: bool = True,
+                      host_ram: int | None = HOST_RAM_PER_NODE) -> str:
     """Rows = methods, columns = GPUs; each cell "fits on 1", "4 × zero3" or "does not fit"."""
     if not rows:
         return ""
@@ -44,7 +48,7 @@ def render_fit_matrix(rows: Sequence[MatrixRow], fmt: str = "table", *, legend: 
     title = ("### " if fmt == "markdown" else "") + "GPU fit (GiB = 2^30 bytes; column headers give usable memory)"
     text = title + "\n\n" + table(body, headers, fmt, colalign=("left", "right", *("left",) * len(gpus)))
     if legend:
-        text += "\n\n" + matrix_legend(rows[0].verdicts[0].max_gpus if rows[0].verdicts else 64)
+        text += "\n\n" + matrix_legend(rows[0].verdicts[0].max_gpus if rows[0].verdicts else 64, host_ram)
     return text
 
 
