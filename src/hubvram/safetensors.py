@@ -72,6 +72,8 @@ def parse_header(raw: bytes, *, file: str, model: str | None = None,
         obj = json.loads(text, object_pairs_hook=_unique_keys)
     except _DuplicateKey as e:
         raise fail(f"tensor {e.args[0]!r} appears twice in the header") from None
+    except _LoneSurrogate:
+        raise fail("header is not JSON (a \\u escape is half of a surrogate pair)") from None
     except (json.JSONDecodeError, RecursionError) as e:
         msg = getattr(e, "msg", "too deeply nested")
         raise fail(f"header is not JSON ({msg})") from None
@@ -131,8 +133,19 @@ class _DuplicateKey(Exception):
     pass
 
 
+class _LoneSurrogate(Exception):
+    pass
+
+
 def _unique_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
-    """json object_pairs_hook: a name given twice is an error (json.loads would keep the last)."""
+    """json object_pairs_hook: a name given twice is an error (json.loads would keep the last), and so is a
+    string that is not Unicode (``"\\ud800"``: json.loads takes it, the reference implementation does not)."""
+    for key, value in pairs:
+        for s in (key, value) if isinstance(value, str) else (key,):
+            try:
+                s.encode("utf-8")
+            except UnicodeEncodeError:
+                raise _LoneSurrogate() from None
     obj = dict(pairs)
     if len(obj) != len(pairs):
         seen: set[str] = set()
