@@ -136,6 +136,10 @@ def load_config_bytes(data: bytes, *, model: str, file: str = "config.json") -> 
         raise ConfigError("not JSON (a number literal is too long)", model=model, file=file) from None
     if not isinstance(obj, dict):
         raise ConfigError(f"a JSON {type(obj).__name__}, not an object", model=model, file=file)
+    try:  # "\ud800" parses to a string that is not Unicode: it would crash whatever prints it
+        json.dumps(obj, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise ConfigError("not JSON (a \\u escape is half of a surrogate pair)", model=model, file=file) from None
     return obj
 
 
