@@ -39,7 +39,8 @@ def parse_index(data: bytes, *, model: str, file: str) -> tuple[dict[str, str], 
     """Validate an index file: ``weight_map`` (tensor -> shard file) and ``metadata.total_size``."""
     try:
         obj = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError):  # ValueError: JSON, or a 4300+ digit number
+        json.dumps(obj, ensure_ascii=False).encode("utf-8")  # no "\ud800" (half a surrogate pair) anywhere
+    except (UnicodeError, ValueError, RecursionError):  # ValueError: JSON, or a 4300+ digit number
         raise HeaderError("index is not valid JSON", model=model, file=file) from None
     if not isinstance(obj, dict) or not isinstance(obj.get("weight_map"), dict) or not obj["weight_map"]:
         raise HeaderError("index has no weight_map object", model=model, file=file)
