@@ -42,7 +42,8 @@ class HubvramError(Exception):
         text = ": ".join(parts)
         if self.hint:
             text += f" ({self.hint})"
-        return text.replace("\n", " ")
+        # one line, and printable whatever a repository put in its names (lone surrogates are escaped)
+        return text.replace("\n", " ").encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 # --- input errors (exit 2) -------------------------------------------------------------------------
