@@ -142,7 +142,7 @@ def build(prof: ModelProfile, setup: Setup) -> tuple[list[Component], list[str],
     if setup.is_peft and gc:
         eg = 2 * rnd(T * h * ctx.xd)
         comps.append(Component(
-            "inputs_embeds_grad", eg, (FWD_LAYER, FORWARD, BWD_START, BWD_HEAD, BWD_TOP, BWD_BOTTOM, BWD_END),
+            "inputs_embeds_grad", eg, ALL,
             f"2 × tokens × h × {ctx.xd} B", f"2 × {T:,} × {h} × {ctx.xd} = {eg:,} B",
             "transformers enable_input_require_grads (PEFT + gradient checkpointing) makes the embedding output "
             "a leaf that requires grad: it and its .grad (h per token each) outlive the step (measured by the "
