@@ -247,3 +247,10 @@ MODEL_REFS: dict[str, tuple[str, str]] = {
     "unknown-user-home": ("~no_such_user_hv/x", "hubvram: error: ~no_such_user_hv/x: no such folder"),
     "file-not-folder": ("/etc/hostname", "hubvram: error: /etc/hostname: no such folder"),
 }
+
+# half a surrogate pair: json.loads accepts "\ud800", nothing can print it, the reference implementation refuses it
+CONFIGS["lone-surrogate"] = (config_with_literal("architectures", b'["\\ud800Qwen"]'),
+                             "not JSON (a \\u escape is half of a surrogate pair)")
+HEADERS["lone-surrogate"] = (st(b'{"\\ud800": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}', 4),
+                             "header is not JSON (a \\u escape is half of a surrogate pair)")
+INDEXES["lone-surrogate"] = (b'{"weight_map": {"w": "\\udc00.safetensors"}}', {}, "index is not valid JSON")
