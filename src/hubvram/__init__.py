@@ -12,8 +12,18 @@ from .metadata import Metadata, ModelRef, Provenance, TensorInfo
 
 __version__ = "0.1.0"
 
+_LAZY = {"Estimate", "Setup", "estimate", "explain"}  # hubvram.memory: imported on first use (start-up time)
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        from . import memory
+
+        return getattr(memory, name)
+    raise AttributeError(f"module 'hubvram' has no attribute {name!r}")
+
 __all__ = [
-    "Architecture", "Dims", "HubvramError", "LinearModule", "MLADims", "Metadata", "ModelRef", "MoEDims",
-    "ParamTensor", "ParameterCounts", "Provenance", "TensorInfo", "load_metadata", "load_model", "load_models",
-    "__version__",
+    "Architecture", "Dims", "Estimate", "HubvramError", "LinearModule", "MLADims", "Metadata", "ModelRef", "MoEDims",
+    "ParamTensor", "ParameterCounts", "Provenance", "Setup", "TensorInfo", "estimate", "explain", "load_metadata",
+    "load_model", "load_models", "__version__",
 ]
