@@ -479,17 +479,21 @@ class HubClient:
         """(header JSON bytes without the 8-byte prefix, file size from Content-Range or None)."""
         return self._fetch_header(repo_id, sha, filename, None)
 
-    def fetch_headers(self, repo_id: str, sha: str,
-                      filenames: Sequence[str]) -> dict[str, tuple[bytes, int | None]]:
-        """Headers of several files concurrently; the first error cancels the rest and is raised."""
+    def fetch_headers(self, repo_id: str, sha: str, filenames: Sequence[str],
+                      read_sizes: Mapping[str, int] | None = None) -> dict[str, tuple[bytes, int | None]]:
+        """Headers of several files concurrently; the first error cancels the rest and is raised.
+
+        ``read_sizes``: bytes to ask for in the first ranged read of each file (default FIRST_READ_BYTES),
+        e.g. :func:`hubvram.safetensors.header_read_size` of the tensors an index puts in it."""
         names = list(dict.fromkeys(filenames))
+        sizes = read_sizes or {}
         if len(names) <= 1:
-            return {n: self._fetch_header(repo_id, sha, n, None) for n in names}
+            return {n: self._fetch_header(repo_id, sha, n, None, sizes.get(n)) for n in names}
         cancel = threading.Event()
         pool = ThreadPoolExecutor(max_workers=min(self.max_workers, len(names)),
                                   thread_name_prefix="hubvram-hdr")
         try:
-            futures = {pool.submit(self._fetch_header, repo_id, sha, n, cancel): n for n in names}
+            futures = {pool.submit(self._fetch_header, repo_id, sha, n, cancel, sizes.get(n)): n for n in names}
             done, _ = wait(futures, return_when=FIRST_EXCEPTION)
             failed = [f for f in done if f.exception() is not None]
             if failed:
@@ -518,13 +522,14 @@ class HubClient:
         """``{endpoint}/{repo}/resolve/{rev}/{file}``, quoted as ``huggingface_hub.hf_hub_url`` does."""
         return f"{self.endpoint}/{repo_id}/resolve/{quote(revision, safe='')}/{quote(filename)}"
 
-    def _fetch_header(self, repo_id: str, sha: str, filename: str,
-                      cancel: threading.Event | None) -> tuple[bytes, int | None]:
+    def _fetch_header(self, repo_id: str, sha: str, filename: str, cancel: threading.Event | None,
+                      first_read: int | None = None) -> tuple[bytes, int | None]:
         url = self._file_url(repo_id, sha, filename)
-        first, total = self._ranged("header", url, 0, FIRST_READ_BYTES - 1, repo_id, filename, sha, cancel)
+        size = max(8, first_read or FIRST_READ_BYTES)
+        first, total = self._ranged("header", url, 0, size - 1, repo_id, filename, sha, cancel)
         n = header_length(first[:8], file=filename, model=repo_id, file_size=total)
         if 8 + n > len(first):
-            if total is None and len(first) < FIRST_READ_BYTES:
+            if total is None and len(first) < size:
                 raise HeaderError(f"file ends at byte {len(first)}, inside its {n}-byte header",
                                   model=repo_id, file=filename)
             rest, total2 = self._ranged("header_extra", url, len(first), 8 + n - 1, repo_id, filename,

@@ -21,7 +21,7 @@ from .config import load_config_bytes
 from .errors import ConfigError, HeaderError
 from .inventory import tensors_from_config
 from .metadata import Metadata, ModelRef, Provenance, TensorInfo
-from .safetensors import header_length, parse_header
+from .safetensors import header_length, header_read_size, parse_header
 
 if TYPE_CHECKING:  # pragma: no cover
     from .hub import HubClient
@@ -160,7 +160,11 @@ def from_hub(ref: ModelRef, client: "HubClient") -> Metadata:
         if missing:
             raise HeaderError(f"index names shard {missing[0]}, which the repo does not have", model=model,
                               file=SAFETENSORS_INDEX)
-        got = client.fetch_headers(model, sha, shards)
+        by_shard: dict[str, list[str]] = {}
+        for name, shard in wm.items():
+            by_shard.setdefault(shard, []).append(name)
+        got = client.fetch_headers(model, sha, shards,
+                                   read_sizes={s: header_read_size(names) for s, names in by_shard.items()})
         headers = {s: parse_header(raw, file=s, model=model, file_size=size).tensors
                    for s, (raw, size) in got.items()}
         check_index_against_headers(wm, headers, model=model, index_file=SAFETENSORS_INDEX)
