@@ -165,3 +165,13 @@ def test_a_local_index_cannot_make_hubvram_read_outside_the_folder(tmp_path, tar
     assert r.exit_code == 2
     assert one_line(r) == (f"hubvram: error: {folder}: model.safetensors.index.json: index maps 'w' to an unsafe "
                            f"shard name {target!r}")
+
+
+def test_a_huge_config_is_refused_unread(hub_env):
+    """A 2 GB config.json (LFS, behind the CDN) is refused from its Content-Length, not downloaded."""
+    hub_env.hub.add_repo("hostile/huge-config", {"config.json": VirtualSafetensors(b"{}", 2_000_000_000)})
+    r = hub_env.cli("show", "hostile/huge-config")
+    assert r.exit_code == 2
+    assert one_line(r) == ("hubvram: error: hostile/huge-config: config.json: file is 2000000010 bytes, larger than "
+                           "the 50000000-byte limit")
+    assert not list(hub_env.cache.glob("*.corrupt-*")) and hub_env.db.stat().st_size < 1_000_000

@@ -193,6 +193,16 @@ def test_retry_after_is_capped(hub_env, monkeypatch):
     assert one_line(r) == f"hubvram: error: {QWEN}: api request failed after 3 tries (HTTP 503) {NETWORK_HINT}"
 
 
+def test_lies_that_change_nothing_still_give_the_exact_count(hub_env):
+    """A Content-Range whose total is off by one (the header bytes are right) and slow answers everywhere."""
+    serve(hub_env.hub, LLAMA)
+    hub_env.hub.inject("/cdn/*", wrong_content_range("total"), times=None)
+    hub_env.hub.latency = 0.05  # per request, on the Hub and the CDN
+    with within(10):
+        assert hub_env.total(LLAMA) == 8_030_261_248
+    check_rows_complete(hub_env.db)
+
+
 def test_server_ignoring_range_is_read_only_as_far_as_needed_and_not_cached(hub_env):
     serve(hub_env.hub, QWEN)
     hub_env.hub.inject("/cdn/*", ignore_range())
