@@ -87,3 +87,34 @@ def test_absurd_config_is_rejected(run, tmp_path):
     assert r.exit_code == 2
     assert r.stderr == (f"hubvram: error: {tmp_path}: config.json: num_hidden_layers=1000000000000 is beyond any "
                         "real model (limit 4096)\n")
+
+
+def test_show_prints_breakdown_per_method_then_fit_matrix(run):
+    out = run("meta-llama/Meta-Llama-3-8B", "--offline").output
+    assert out.index("Parameters:") < out.index("Training memory on one GPU") < out.index("GPU fit")
+    rows = {line.split("  ")[0]: line.split() for line in out.splitlines()}
+    assert rows["weights (frozen or trained)"][-3:] == ["14.96", "14.96", "7.27"]
+    assert rows["gradients"][-3:] == ["14.96", "—", "—"]
+    assert rows["peak allocated (max_memory_allocated)"][-3:] == ["59.88", "18.96", "12.78"]
+    assert rows["trainable parameters"][-3:] == ["8,030,261,248", "41,943,040", "41,943,040"]
+    assert "qlora: batch 1 × seq 2048, amp-bf16, AdamW (fused), grad checkpointing, QLoRA nf4 double-quant" in out
+    assert "warning:" not in out
+
+
+def test_show_json_estimates(run):
+    m = json.loads(run("meta-llama/Meta-Llama-3-8B", "--offline", "--format", "json", "--method", "lora",
+                       "--lora-rank", "8", "--lora-targets", "q_proj,v_proj", "--seq-len", "4096").output)["models"][0]
+    (e,) = m["estimates"]
+    assert e["method"] == "lora" and e["trainable_params"] == 32 * 8 * ((4096 + 4096) + (4096 + 1024))
+    assert e["setup"]["lora_targets"] == ["q_proj", "v_proj"] and e["setup"]["seq_len"] == 4096
+    assert {"peak_phase", "peak_allocated_bytes", "reserved_bytes", "device_bytes", "components", "fit"} <= set(e)
+    assert e["peak_allocated_bytes"] < e["reserved_bytes"] < e["device_bytes"]
+    assert sum(e["components_at_peak"].values()) == e["peak_allocated_bytes"]
+    assert e["fit"][0]["gpu"] == "t4" and {"fits_on_one", "min_gpus", "strategy", "per_gpu_bytes"} <= set(e["fit"][0])
+
+
+def test_show_explain_names_formulas_and_sources(run):
+    out = run("meta-llama/Meta-Llama-3-8B", "--offline", "--method", "full", "--explain").output
+    assert "* weights: 14.958 GiB" in out
+    assert "      = 8,030,261,248 params × 2 B (bf16) = 16,060,522,496 B" in out
+    assert out.count("source:") >= 10

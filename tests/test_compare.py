@@ -120,7 +120,7 @@ def test_cli_compare_every_format(run):
     f = ok[0]["fit"][0]
     assert f["gpu"] == "t4" and f["gpu_memory_bytes"] == 16_106_127_360 and f["fits_on_one"] is True
     assert f["min_gpus"] == 1 and f["strategy"] == "single" and f["per_gpu_bytes"] < f["usable_bytes"]
-    assert ok[0]["setup"]["precision"] == "bf16"  # the row's setup; the T4 verdict used its fp16 twin
+    assert ok[0]["setup"]["precision"] == "amp-bf16"  # the row's setup; the T4 verdict used its fp16 twin
     assert doc["models"][1]["error"]["exit_code"] == EXIT_HUB
     cs = run("compare", *CLI_IDS, "--offline", "--gpu", "t4", "--format", "csv")
     rows = list(csv.DictReader(io.StringIO(cs.stdout)))

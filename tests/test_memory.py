@@ -291,7 +291,7 @@ def test_logits_fp32_upcast(l8):
     assert comp(e, "logits.backward") == 3 * 4 * V * TOK == 3_152_019_456  # 12·V per token, 2.94 GiB
     assert comp(e, "logits.forward") == 10 * V * TOK
     assert comp(e, "logits.head_grad") == 2 * V * TOK
-    kb = estimate(l8, Setup(method="qlora"))                  # fp32 head after prepare_kbit: no bf16 logits
+    kb = estimate(l8, Setup(method="qlora", precision="bf16"))  # fp32 head after prepare_kbit: no bf16 logits
     assert comp(kb, "logits.forward") == 8 * V * TOK
     tied = estimate(arch("meta-llama/Llama-3.2-1B"), Setup())
     assert comp(tied, "logits.backward") == 3 * 4 * V * TOK
@@ -347,10 +347,11 @@ SIM_TABLE = [  # (row, knobs, GiB) — the oracle's default optimizer is AdamW f
     ("LoRA eager", dict(optimizer=FE, grad_checkpointing=False, lora_dropout=0.0, attention="eager"), 60.64),
     ("LoRA + GC", dict(optimizer=FE, lora_dropout=0.0), 18.93),
     ("QLoRA", dict(method="qlora", optimizer=FE, grad_checkpointing=False, lora_dropout=0.0, double_quant=False,
-                   prepare_kbit=False), 27.05),
-    ("QLoRA + GC", dict(method="qlora", optimizer=FE, lora_dropout=0.0, double_quant=False, prepare_kbit=False),
-     9.58),
-    ("QLoRA + GC + dq", dict(method="qlora", optimizer=FE, lora_dropout=0.0, prepare_kbit=False), 9.28),
+                   prepare_kbit=False, precision="bf16"), 27.05),
+    ("QLoRA + GC", dict(method="qlora", optimizer=FE, lora_dropout=0.0, double_quant=False, prepare_kbit=False,
+                        precision="bf16"), 9.58),
+    ("QLoRA + GC + dq", dict(method="qlora", optimizer=FE, lora_dropout=0.0, prepare_kbit=False, precision="bf16"),
+     9.28),
     ("QLoRA + GC + dq + kbit + autocast", dict(method="qlora", optimizer=FE, lora_dropout=0.0,
                                                precision="amp-bf16"), 12.75),
 ]
@@ -527,10 +528,16 @@ def test_generic_family_warns():
 
 
 def test_qlora_prepare_kbit_without_autocast_warns_and_costs_fp32_attention(l8):
-    plain = estimate(l8, Setup(method="qlora", grad_checkpointing=False, lora_dropout=0.0))
+    plain = estimate(l8, Setup(method="qlora", grad_checkpointing=False, lora_dropout=0.0, precision="bf16"))
     amp = estimate(l8, Setup(method="qlora", grad_checkpointing=False, lora_dropout=0.0, precision="amp-bf16"))
     assert any("prepare_kbit" in w for w in plain.warnings)
     assert plain.peak_allocated_bytes > amp.peak_allocated_bytes
+    assert amp.warnings == ()
+
+
+def test_precision_auto_resolves_per_method():
+    assert [Setup(method=m).precision for m in ("full", "lora", "qlora")] == ["bf16", "bf16", "amp-bf16"]
+    assert Setup(method="qlora", precision="fp16").precision == "fp16"
 
 
 def test_transformers_4_moe_lora_reaches_experts():

@@ -55,15 +55,22 @@ def main() -> None:
 
 @main.command()
 @click.argument("model")
+@click.option("--explain", is_flag=True, help="Print every memory component's formula, numbers and source.")
 @source_options
-def show(model: str, revision: str | None, offline: bool | None, cache_dir: str | None, token: str | None,
-         fmt: str, debug: bool, **fit_kw: Any) -> None:
-    """The model picture: identity, exact parameter counts and dimensions, and the GPU fit matrix."""
+def show(model: str, explain: bool, revision: str | None, offline: bool | None, cache_dir: str | None,
+         token: str | None, fmt: str, debug: bool, **fit_kw: Any) -> None:
+    """The model picture (identity, exact parameters, dimensions), the training-memory breakdown per
+    method, and the GPU fit matrix."""
     from . import api, render
 
     def run() -> int:
         arch = api.load_model(model, revision=revision, offline=offline, cache_dir=cache_dir, token=token)
         fit, code = show_fit(arch, fmt, **fit_kw)
+        if explain:
+            from .memory import explain as explain_lines
+
+            for est, js in zip(fit["estimates"], fit["json"]["estimates"]):
+                js["explain"] = explain_lines(est)
         if fmt == "json":
             click.echo(render.to_json({"models": [{**render.model_dict(arch), **fit["json"]}]}))
         elif fmt == "csv":
@@ -75,7 +82,10 @@ def show(model: str, revision: str | None, offline: bool | None, cache_dir: str 
                                        **fit["csv"]}]),
                        nl=False)
         else:
-            click.echo(render.model_summary(arch, fmt) + "\n\n" + fit["text"])
+            text = render.model_summary(arch, fmt) + "\n\n" + fit["text"]
+            if explain:
+                text += "\n\n" + "\n\n".join("\n".join(js["explain"]) for js in fit["json"]["estimates"])
+            click.echo(text)
         return code
 
     _exit(_guard(run, debug))
@@ -506,23 +516,43 @@ def gib_text(v) -> str:
     return f"{v.per_gpu.reserved_bytes / 2**30:.2f} GiB per GPU > {v.gpu.usable_bytes / 2**30:.2f} GiB usable"
 
 
+#: Setup knobs the command line sets (each maps to a hubvram.memory.Setup field of the same name).
+SETUP_KNOBS = ("batch_size", "seq_len", "precision", "optimizer", "grad_checkpointing", "lora_rank", "lora_targets",
+               "lora_dropout", "lora_dtype", "double_quant", "prepare_kbit", "attention", "padding")
+
+
 def _setup_options(f):
-    """The training setup for compare / advise (defaults: hubvram.memory.Setup)."""
-    from .memory.setup import ATTENTIONS, METHODS, OPTIMIZERS, PRECISIONS
+    """The training setup (defaults: hubvram.memory.Setup, listed in the README)."""
+    from .memory.setup import ATTENTIONS, LORA_DTYPES, METHODS, OPTIMIZERS, PRECISIONS
 
     for opt in reversed([
         click.option("--method", "methods", multiple=True, type=click.Choice(METHODS),
                      help="Method row(s) (repeatable; default: full, lora, qlora)."),
         click.option("--batch-size", type=click.IntRange(1), default=None, help="Micro-batch per GPU (default 1)."),
         click.option("--seq-len", type=click.IntRange(1), default=None, help="Sequence length (default 2048)."),
-        click.option("--precision", type=click.Choice(PRECISIONS), default=None, help="Default bf16."),
-        click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=None, help="Default adamw (fused)."),
+        click.option("--precision", type=click.Choice(PRECISIONS), default=None,
+                     help="Default: bf16 for full/LoRA, amp-bf16 for QLoRA."),
+        click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=None, help="Default adamw (torch fused)."),
         click.option("--grad-checkpointing/--no-grad-checkpointing", default=None, help="Default on."),
         click.option("--lora-rank", type=click.IntRange(1), default=None, help="Default 16."),
+        click.option("--lora-targets", default=None, metavar="NAMES",
+                     help="all-linear (default) or comma-separated module names, e.g. q_proj,v_proj."),
+        click.option("--lora-dropout", type=click.FloatRange(0, 1, max_open=True), default=None, help="Default 0.05."),
+        click.option("--lora-dtype", type=click.Choice(LORA_DTYPES), default=None,
+                     help="Adapter dtype (default fp32, PEFT's default)."),
+        click.option("--double-quant/--no-double-quant", default=None, help="QLoRA nested quantization (default on)."),
+        click.option("--prepare-kbit/--no-prepare-kbit", default=None,
+                     help="QLoRA prepare_model_for_kbit_training (default on)."),
         click.option("--attention", type=click.Choice(ATTENTIONS), default=None, help="Default sdpa."),
+        click.option("--padding/--packed", default=None, help="Padded batches or packed (default packed)."),
     ]):
         f = opt(f)
     return f
+
+
+def _take_setup(kw: dict[str, Any]) -> dict[str, Any]:
+    """Pop the setup knobs out of a command's keyword arguments."""
+    return {k: kw.pop(k) for k in SETUP_KNOBS if k in kw}
 
 
 def _setups(methods: Sequence[str], **knobs: Any) -> dict[str, Any]:
@@ -564,9 +594,8 @@ def gpus_cmd(fmt: str, debug: bool) -> None:
 @_setup_options
 @plan_options
 @source_options
-def compare(models, from_file, sort_by, jobs, methods, batch_size, seq_len, precision, optimizer,
-            grad_checkpointing, lora_rank, attention, gpu_ids, gpu_memory, strategy, n_gpus, nodes, offload,
-            host_ram, revision, offline, cache_dir, token, fmt, debug) -> None:
+def compare(models, from_file, sort_by, jobs, methods, gpu_ids, gpu_memory, strategy, n_gpus, nodes, offload,
+            host_ram, revision, offline, cache_dir, token, fmt, debug, **knobs) -> None:
     """Many models side by side: a row per model and method, with a verdict per GPU.
 
     \b
@@ -584,8 +613,7 @@ def compare(models, from_file, sort_by, jobs, methods, batch_size, seq_len, prec
         if not ids:
             raise click.UsageError("give at least one MODEL or --from-file FILE")
         req = _fit_request(gpu_ids, gpu_memory, strategy, n_gpus, nodes, offload, host_ram)
-        setups = _setups(methods, batch_size=batch_size, seq_len=seq_len, precision=precision, optimizer=optimizer,
-                         grad_checkpointing=grad_checkpointing, lora_rank=lora_rank, attention=attention)
+        setups = _setups(methods, **_take_setup(knobs))
         with _load_progress(len(ids)) as tick:
             archs = api.load_models(ids, max_workers=jobs, offline=offline, cache_dir=cache_dir, token=token,
                                     on_done=tick)
@@ -678,16 +706,16 @@ def advise(model, gpu_id, n_gpus, top, host_ram, seq_len, lora_rank, attention, 
     _exit(_guard(run, debug))
 
 
-def show_fit(arch, fmt: str, *, methods=(), batch_size=None, seq_len=None, precision=None, optimizer=None,
-             grad_checkpointing=None, lora_rank=None, attention=None, gpu_ids=(), gpu_memory=(), strategy=None,
-             n_gpus=None, nodes=1, offload=None, host_ram="1TiB", max_batch=False, max_seq_len=False,
-             require_fit=None) -> tuple[dict[str, Any], int]:
-    """`show`'s fit part: ``({"text", "json", "csv"}, exit code)``. ``json`` holds ``estimates`` (one per
-    method: the estimate and its ``fit`` list) and, when asked, ``parallel`` / ``inverse`` / ``require_fit``."""
+def show_fit(arch, fmt: str, *, methods=(), gpu_ids=(), gpu_memory=(), strategy=None, n_gpus=None, nodes=1,
+             offload=None, host_ram="1TiB", max_batch=False, max_seq_len=False, require_fit=None,
+             **knobs: Any) -> tuple[dict[str, Any], int]:
+    """`show`'s estimate and fit part: ``({"text", "json", "csv"}, exit code)``. ``text`` is the memory
+    breakdown then the fit matrix; ``json`` holds ``estimates`` (one per method: the estimate and its ``fit``
+    list) and, when asked, ``parallel`` / ``inverse`` / ``require_fit``."""
+    from . import render
     from .memory.setup import Setup
 
-    setups = _setups(methods, batch_size=batch_size, seq_len=seq_len, precision=precision, optimizer=optimizer,
-                     grad_checkpointing=grad_checkpointing, lora_rank=lora_rank, attention=attention)
+    setups = _setups(methods, **_take_setup(knobs))
     selected = methods[0] if methods else Setup().method
     req = _fit_request(gpu_ids, gpu_memory, strategy, n_gpus, nodes, offload, host_ram)
     sec, code = fit_section(arch, setups, req, fmt, selected=selected, max_batch=max_batch,
@@ -698,7 +726,9 @@ def show_fit(arch, fmt: str, *, methods=(), batch_size=None, seq_len=None, preci
         if sec[k] is not None:
             js[k] = sec[k]
     csv_cols = {f"fit_{r.label}_{v.gpu.id}": v.cell for r in sec["rows"] for v in r.verdicts}
-    return {"text": sec["text"], "json": js, "csv": csv_cols}, code
+    breakdown = render.estimate_table([r.estimate for r in sec["rows"]], fmt)
+    return {"text": breakdown + "\n\n" + sec["text"], "json": js, "csv": csv_cols,
+            "estimates": [r.estimate for r in sec["rows"]]}, code
 
 
 def _extend(cmd: click.Command, *decorators) -> None:

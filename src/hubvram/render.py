@@ -138,6 +138,61 @@ def model_summary(arch: Architecture, fmt: str = "table") -> str:
     return "\n".join(lines)
 
 
+# --------------------------------------------------------------------------------------------------
+# Memory estimates
+# --------------------------------------------------------------------------------------------------
+#: Display rows of the breakdown: (label, component-name prefixes). Components alive at the peak are
+#: summed into the first row whose prefix matches; the rows add up to the peak.
+BREAKDOWN_ROWS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("weights (frozen or trained)", ("weights", "buffers", "master_weights")),
+    ("LoRA adapters", ("lora_adapters",)),
+    ("gradients", ("gradients",)),
+    ("optimizer states", ("optimizer_states",)),
+    ("optimizer step temporaries", ("optimizer",)),
+    ("activations (saved for backward)", ("activations", "inputs_embeds_grad", "grad_hidden", "backward.",
+                                          "autocast")),
+    ("logits and loss (fp32)", ("logits",)),
+    ("inputs, scratch, other", ("",)),
+)
+
+
+def _row_of(name: str) -> str:
+    for label, prefixes in BREAKDOWN_ROWS:
+        if any(name == p or name.startswith(p + ".") or (p.endswith(".") and name.startswith(p)) or p == ""
+               for p in prefixes):
+            return label
+    return BREAKDOWN_ROWS[-1][0]
+
+
+def estimate_breakdown(est: Any) -> dict[str, int]:
+    """Bytes at the peak by display row (they sum to ``peak_allocated_bytes``)."""
+    out = {label: 0 for label, _ in BREAKDOWN_ROWS}
+    for c in est.at_peak():
+        out[_row_of(c.name)] += c.bytes
+    return out
+
+
+def estimate_table(estimates: Sequence[Any], fmt: str = "table") -> str:
+    """Components × methods at each method's peak, then the three figures and the setups."""
+    if not estimates:
+        return ""
+    cols = [e.method for e in estimates]
+    parts = [estimate_breakdown(e) for e in estimates]
+    rows = [[label, *(gib(p[label]) if p[label] else "—" for p in parts)] for label, _ in BREAKDOWN_ROWS
+            if any(p[label] for p in parts)]
+    rows.append(["peak allocated (max_memory_allocated)", *(gib(e.peak_allocated_bytes) for e in estimates)])
+    rows.append(["  at phase", *(e.peak_phase for e in estimates)])
+    rows.append(["reserved (+ allocator fragmentation)", *(gib(e.reserved_bytes) for e in estimates)])
+    rows.append(["device (+ CUDA context, as nvidia-smi)", *(gib(e.device_bytes) for e in estimates)])
+    rows.append(["trainable parameters", *(f"{e.trainable_params:,}" for e in estimates)])
+    title = ("### " if fmt == "markdown" else "") + "Training memory on one GPU (GiB = 2^30 bytes, at each method's peak)"
+    lines = [title, "", table(rows, ["component", *cols], fmt, colalign=("left", *("right",) * len(cols))), ""]
+    lines += [f"{e.method}: {e.setup.describe()}" for e in estimates]
+    for w in dict.fromkeys(w for e in estimates for w in e.warnings):
+        lines.append(f"warning: {w}")
+    return "\n".join(lines)
+
+
 def to_json(obj: Any) -> str:
     return json.dumps(obj, indent=2, sort_keys=False)
 

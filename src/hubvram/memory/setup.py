@@ -14,9 +14,11 @@ seq_len                2048         a typical SFT packing / truncation length (L
                                     historical ``max_seq_length`` ballpark)
 grad_checkpointing     True         TRL's SFTTrainer, Axolotl and PEFT's ``prepare_model_for_kbit_training``
                                     all turn it on; without it activations dominate at 2k tokens
-precision              ``bf16``     weights loaded in bf16 (``torch_dtype=bfloat16``), no fp32 master copy:
-                                    what ``from_pretrained(..., torch_dtype=bf16)`` + Trainer gives for
-                                    LoRA; for full fine-tuning it is the "pure bf16" recipe (8 B/param)
+precision              ``auto``     full / LoRA: ``bf16``, weights loaded in bf16 (``torch_dtype=bfloat16``), no
+                                    fp32 master copy, the "pure bf16" recipe (8 B/param for full);
+                                    QLoRA: ``amp-bf16``: ``prepare_model_for_kbit_training`` casts every
+                                    non-quantized parameter to fp32, and the recipe trains with HF Trainer
+                                    ``bf16=True`` (autocast), without which attention would run in fp32
 optimizer              ``adamw``    torch AdamW, fused: HF Trainer's default ``adamw_torch_fused`` (torch >= 2.8)
 lora_rank              16           PEFT examples / TRL docs; the QLoRA paper used 64 for 7B+, 16 is the
                                     common modern default
@@ -76,7 +78,7 @@ class Setup:
     batch_size: int = 1
     seq_len: int = 2048
     grad_checkpointing: bool = True
-    precision: str = "bf16"
+    precision: str = "auto"   # resolved in __post_init__: amp-bf16 for qlora, bf16 otherwise
     optimizer: str = "adamw"
     lora_rank: int = 16
     lora_targets: str | tuple[str, ...] = "all-linear"
@@ -93,6 +95,8 @@ class Setup:
             return InputError(msg, hint=hint)
 
         _choice("method", self.method, METHODS)
+        if self.precision == "auto":
+            object.__setattr__(self, "precision", "amp-bf16" if self.method == "qlora" else "bf16")
         _choice("precision", self.precision, PRECISIONS)
         _choice("optimizer", self.optimizer, OPTIMIZERS)
         _choice("attention", self.attention, ATTENTIONS)
