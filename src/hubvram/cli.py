@@ -492,8 +492,11 @@ def fit_section(arch, setups, req, fmt: str, *, selected: str, max_batch: bool =
         head = ("### " if fmt == "markdown" else "") + f"Largest that fits on {gpu.id} ({inv[0]['plan']})"
         cols = ["method"] + (["max micro-batch (at seq)"] if max_batch else []) + \
             (["max seq len (at batch)"] if max_seq_len else [])
-        body = [[d["method"]] + ([f"{d['max_batch']} (seq {d['seq_len']})"] if max_batch else [])
-                + ([f"{d['max_seq_len']} (batch {d['batch_size']})"] if max_seq_len else []) for d in inv]
+        def cell(n: int, at: str) -> str:
+            return f"{n} ({at})" if n else f"does not fit ({at})"
+
+        body = [[d["method"]] + ([cell(d["max_batch"], f"seq {d['seq_len']}")] if max_batch else [])
+                + ([cell(d["max_seq_len"], f"batch {d['batch_size']}")] if max_seq_len else []) for d in inv]
         parts.append(head + "\n\n" + table(body, cols, fmt))
     code = errors.EXIT_OK
     if require_fit:
