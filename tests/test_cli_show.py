@@ -118,3 +118,20 @@ def test_show_explain_names_formulas_and_sources(run):
     assert "* weights: 14.958 GiB" in out
     assert "      = 8,030,261,248 params × 2 B (bf16) = 16,060,522,496 B" in out
     assert out.count("source:") >= 10
+
+
+def test_breakdown_rows_cover_every_component_name():
+    import itertools
+
+    import hubvram
+    from hubvram.render import BREAKDOWN_ROWS, _row_of, estimate_breakdown
+
+    arch = hubvram.load_model("mistralai/Mixtral-8x7B-v0.1", offline=True)
+    other = BREAKDOWN_ROWS[-1][0]
+    for method, opt, prec in itertools.product(("full", "lora", "qlora"), ("adamw-foreach", "paged-adamw-8bit"),
+                                               ("bf16", "amp-bf16")):
+        e = hubvram.estimate(arch, method=method, optimizer=opt, precision=prec, grad_checkpointing=False)
+        assert sum(estimate_breakdown(e).values()) == e.peak_allocated_bytes
+        for c in e.components:
+            row = _row_of(c.name)
+            assert row != other or c.name.startswith(("inputs", "positions", "kernel_scratch", "embedding_backward")), c.name

@@ -146,11 +146,11 @@ def model_summary(arch: Architecture, fmt: str = "table") -> str:
 BREAKDOWN_ROWS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("weights (frozen or trained)", ("weights", "buffers", "master_weights")),
     ("LoRA adapters", ("lora_adapters",)),
+    ("autocast weight copies", ("autocast_cache",)),
     ("gradients", ("gradients",)),
     ("optimizer states", ("optimizer_states",)),
-    ("optimizer step temporaries", ("optimizer",)),
-    ("activations (saved for backward)", ("activations", "inputs_embeds_grad", "grad_hidden", "backward.",
-                                          "autocast")),
+    ("optimizer step temporaries", ("optimizer_step",)),
+    ("activations (saved for backward)", ("activations", "inputs_embeds_grad", "grad_hidden", "backward.")),
     ("logits and loss (fp32)", ("logits",)),
     ("inputs, scratch, other", ("",)),
 )
@@ -181,7 +181,7 @@ def estimate_table(estimates: Sequence[Any], fmt: str = "table") -> str:
     rows = [[label, *(gib(p[label]) if p[label] else "—" for p in parts)] for label, _ in BREAKDOWN_ROWS
             if any(p[label] for p in parts)]
     rows.append(["peak allocated (max_memory_allocated)", *(gib(e.peak_allocated_bytes) for e in estimates)])
-    rows.append(["  at phase", *(e.peak_phase for e in estimates)])
+    rows.append(["peak phase", *(e.peak_phase for e in estimates)])
     rows.append(["reserved (+ allocator fragmentation)", *(gib(e.reserved_bytes) for e in estimates)])
     rows.append(["device (+ CUDA context, as nvidia-smi)", *(gib(e.device_bytes) for e in estimates)])
     rows.append(["trainable parameters", *(f"{e.trainable_params:,}" for e in estimates)])
