@@ -538,6 +538,9 @@ def test_qlora_prepare_kbit_without_autocast_warns_and_costs_fp32_attention(l8):
 def test_precision_auto_resolves_per_method():
     assert [Setup(method=m).precision for m in ("full", "lora", "qlora")] == ["bf16", "bf16", "amp-bf16"]
     assert Setup(method="qlora", precision="fp16").precision == "fp16"
+    assert Setup().replace(method="qlora").precision == "amp-bf16"            # auto follows the method
+    assert Setup(precision="bf16").replace(method="qlora").precision == "bf16"  # an explicit choice stays
+    assert "precision_auto" not in Setup().to_dict()
 
 
 def test_transformers_4_moe_lora_reaches_experts():

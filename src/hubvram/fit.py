@@ -409,8 +409,16 @@ class Advice:
         }
 
 
+def _with(setup: Any, **changes: Any) -> Any:
+    """``setup`` with ``changes``; a Setup re-resolves a precision left to "auto" for a new method."""
+    return setup.replace(**changes) if hasattr(setup, "replace") else dataclasses.replace(setup, **changes)
+
+
 def command_line(model: str, setup: Any, gpu: GPU, plan: Plan | None, defaults: Any = None) -> str:
-    """A runnable ``hubvram`` command that reproduces one advice row."""
+    """A runnable ``hubvram`` command that reproduces one advice row (flags only where ``setup`` differs
+    from ``defaults`` for the same method)."""
+    if defaults is not None and hasattr(setup, "method"):
+        defaults = _with(defaults, method=setup.method)
     parts = ["hubvram", model]
     for name, flag in SETUP_FLAGS:
         value = getattr(setup, name, None)
@@ -480,7 +488,7 @@ def advise(arch: Any, gpu: GPU, n_gpus: int | None = None, *, base: Any = None, 
     for mi, method in enumerate(METHODS):
         for oi, opt in enumerate(OPTIMIZERS):
             for ci, ckpt in enumerate(CHECKPOINTING):
-                s = dataclasses.replace(base, method=method, optimizer=opt, grad_checkpointing=ckpt, batch_size=1)
+                s = _with(base, method=method, optimizer=opt, grad_checkpointing=ckpt, batch_size=1)
                 v = fit_plan(estimator(arch, s), model_layout(arch, s), gpu, ladder=ladder, max_gpus=budget,
                              host_ram=host_ram)
                 if v.min_gpus is not None:

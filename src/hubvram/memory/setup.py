@@ -44,7 +44,7 @@ For LoRA/QLoRA amp means the frozen base stays in the half dtype and autocast is
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from ..errors import InputError
@@ -89,6 +89,8 @@ class Setup:
     attention: str = "sdpa"
     padding: bool = False
     transformers_major: int = 5
+    #: True when ``precision`` was "auto" (resolved per method); :meth:`replace` then re-resolves it.
+    precision_auto: bool = field(default=False, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         def bad(msg: str, hint: str | None = None) -> InputError:
@@ -97,6 +99,7 @@ class Setup:
         _choice("method", self.method, METHODS)
         if self.precision == "auto":
             object.__setattr__(self, "precision", "amp-bf16" if self.method == "qlora" else "bf16")
+            object.__setattr__(self, "precision_auto", True)
         _choice("precision", self.precision, PRECISIONS)
         _choice("optimizer", self.optimizer, OPTIMIZERS)
         _choice("attention", self.attention, ATTENTIONS)
@@ -152,10 +155,14 @@ class Setup:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
+        del d["precision_auto"]
         d["lora_targets"] = self.lora_targets if isinstance(self.lora_targets, str) else list(self.lora_targets)
         return d
 
     def replace(self, **changes: Any) -> "Setup":
+        """A copy with ``changes``; a precision left to "auto" is resolved again for the new method."""
+        if self.precision_auto and "precision" not in changes:
+            changes["precision"] = "auto"
         return replace(self, **changes)
 
     def describe(self) -> str:
