@@ -54,21 +54,21 @@ def test_ls_lists_models_revisions_entries_size_and_age(two_models, fresh_env):
     by_id = {m["model_id"]: m for m in doc["models"]}
     assert [m["model_id"] for m in doc["models"]] == ["org/other", "org/tiny"]
     all_rows = rows(fresh_env)
-    # per model: the branch answer, its alias under the sha, config.json, the header (resolve key) and
-    # the CDN answer the redirect led to
-    assert len(all_rows) == 10
+    # per model: the branch answer, its alias under the sha, config.json and the header (resolve key,
+    # the redirect in its history; header reads store no separate CDN row and no redirect alias)
+    assert len(all_rows) == 8
     for model, sha in two_models.items():
         m = by_id[model]
         assert m["where"] == "http"
         assert m["refs"] == {"main": sha} and m["shas"] == [sha]
-        assert m["entries"] == 5
+        assert m["entries"] == 4
         assert 0 <= m["age_s"] < 60
         assert m["endpoint"].startswith("http://127.0.0.1:")
         assert m["revalidate_after"] is not None
     assert sum(m["size"] for m in doc["models"]) == sum(n for _, n in all_rows)
     text = cli("cache", "ls").stdout.splitlines()
     assert text[0].split() == ["model", "where", "revisions", "entries", "size", "age"]
-    assert re.match(rf"org/tiny +HTTP cache +main → {two_models['org/tiny'][:12]} +5 +[\d.]+ KiB +\d+ s$", text[3])
+    assert re.match(rf"org/tiny +HTTP cache +main → {two_models['org/tiny'][:12]} +4 +[\d.]+ KiB +\d+ s$", text[3])
 
 
 def test_info_reports_paths_sizes_counts_and_max_age(two_models, fresh_env, monkeypatch):
@@ -77,7 +77,7 @@ def test_info_reports_paths_sizes_counts_and_max_age(two_models, fresh_env, monk
     assert i == {
         "cache_dir": str(fresh_env), "http_cache": str(db),
         "http_cache_bytes": sum(os.path.getsize(p) for p in (db, f"{db}-wal", f"{db}-shm") if os.path.exists(p)),
-        "http_entries": 10, "http_redirects": 2, "http_models": 2, "http_unattributed": 0,
+        "http_entries": 8, "http_redirects": 0, "http_models": 2, "http_unattributed": 0,
         "store_dir": str(fresh_env / "metadata"), "store_entries": 0, "store_models": 0, "store_bytes": 0,
         "snapshot_dir": str(snapshot.snapshot_dir()), "snapshot_entries": len(snapshot.available()),
         "max_age_s": float(DEFAULT_MAX_AGE_S)}
@@ -87,7 +87,7 @@ def test_info_reports_paths_sizes_counts_and_max_age(two_models, fresh_env, monk
     monkeypatch.setenv("HUBVRAM_MAX_AGE", "never")
     assert cli_json("cache", "info")["max_age_s"] is None
     text = cli("cache", "info").stdout
-    assert f"HTTP cache         {db} (" in text and "10 entries, 2 models)" in text
+    assert f"HTTP cache         {db} (" in text and "8 entries, 2 models)" in text
     assert "revalidate after   never" in text and "bundled snapshot   " in text and "(26 models)" in text
 
 
@@ -95,9 +95,9 @@ def test_clear_one_model_removes_only_its_entries(two_models, fresh_env, network
     before = dict(rows(fresh_env))
     r = cli("cache", "clear", "org/tiny")
     assert r.exit_code == 0
-    assert re.fullmatch(r"removed 5 HTTP cache entries and 0 imported files \([\d.]+ KiB\) for org/tiny\n", r.stdout)
+    assert re.fullmatch(r"removed 4 HTTP cache entries and 0 imported files \([\d.]+ KiB\) for org/tiny\n", r.stdout)
     after = dict(rows(fresh_env))
-    assert len(after) == 5 and all(before[k] == n for k, n in after.items())
+    assert len(after) == 4 and all(before[k] == n for k, n in after.items())
     assert [m["model_id"] for m in cli_json("cache", "ls")["models"]] == ["org/other"]
     attempts = network_off()
     assert cli("org/tiny", "--offline").exit_code == EXIT_HUB
@@ -106,7 +106,7 @@ def test_clear_one_model_removes_only_its_entries(two_models, fresh_env, network
     assert (r.exit_code, r.stdout) == (0, "nothing cached for org/never-cached\n")
     r = cli("cache", "clear", "org/other@main")
     assert r.exit_code == EXIT_INPUT and "without @revision" in r.stderr
-    assert cli_json("cache", "clear", "ORG/OTHER")["http_entries"] == 5  # Hub ids are case-insensitive
+    assert cli_json("cache", "clear", "ORG/OTHER")["http_entries"] == 4  # Hub ids are case-insensitive
     assert attempts == []
 
 
@@ -116,7 +116,7 @@ def test_clear_everything(two_models, fresh_env, tmp_path):
     cache.import_(archive)
     r = cli("cache", "clear")
     assert r.exit_code == 0
-    assert re.fullmatch(r"removed 10 HTTP cache entries and 2 imported files \([\d.]+ KiB\)\n", r.stdout)
+    assert re.fullmatch(r"removed 8 HTTP cache entries and 2 imported files \([\d.]+ KiB\)\n", r.stdout)
     assert not (fresh_env / "http_cache.sqlite").exists()
     assert list((fresh_env / "metadata").iterdir()) == []
     assert cli("cache", "ls").stdout == f"nothing cached in {fresh_env}\n"
@@ -129,14 +129,14 @@ def test_clear_reports_what_it_removed(two_models, fresh_env, tmp_path):
     db = fresh_env / "http_cache.sqlite"
     size = sum(os.path.getsize(p) for p in (db, f"{db}-wal", f"{db}-shm") if os.path.exists(p))
     size += sum(p.stat().st_size for p in (fresh_env / "metadata").iterdir())
-    assert cli_json("cache", "clear") == {"model": None, "http_entries": 10, "store_files": 2, "bytes": size}
+    assert cli_json("cache", "clear") == {"model": None, "http_entries": 8, "store_files": 2, "bytes": size}
     assert cli_json("cache", "clear") == {"model": None, "http_entries": 0, "store_files": 0, "bytes": 0}
 
 
 def test_ls_and_clear_cover_imported_metadata(two_models, fresh_env, tmp_path):
     archive = tmp_path / "a.gz"
     cache.export(archive, models=["org/tiny"])
-    assert cli_json("cache", "clear", "org/tiny")["http_entries"] == 5
+    assert cli_json("cache", "clear", "org/tiny")["http_entries"] == 4
     cache.import_(archive)
     models = cli_json("cache", "ls")["models"]
     imported = [m for m in models if m["where"] == "imported"]
@@ -158,10 +158,10 @@ def test_rows_are_read_as_json_and_a_pickle_row_is_never_loaded(two_models, fres
         con.execute("INSERT INTO responses (key, value, expires) VALUES (?, ?, NULL)", ("evil", pickle.dumps(Evil())))
     con.close()
     i = cli_json("cache", "info")
-    assert (i["http_entries"], i["http_models"], i["http_unattributed"]) == (11, 2, 1)
+    assert (i["http_entries"], i["http_models"], i["http_unattributed"]) == (9, 2, 1)
     assert len(cli_json("cache", "ls")["models"]) == 2
     cache.export(tmp_path / "x.gz")
-    assert cli_json("cache", "clear", "org/tiny")["http_entries"] == 5
+    assert cli_json("cache", "clear", "org/tiny")["http_entries"] == 4
     assert not marker.exists()
 
 

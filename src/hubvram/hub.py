@@ -64,6 +64,8 @@ from huggingface_hub import get_token
 from requests.adapters import BaseAdapter, HTTPAdapter
 from requests.cookies import RequestsCookieJar
 from requests.structures import CaseInsensitiveDict
+from requests_cache.cache_keys import redact_response
+from requests_cache.policy.expiration import get_expiration_datetime
 from requests_cache.serializers import SerializerPipeline, Stage
 from requests_cache.serializers.preconf import json_preconf_stage
 
@@ -74,6 +76,8 @@ from .safetensors import FIRST_READ_BYTES, MAX_HEADER_BYTES, header_length
 __all__ = ["HubClient", "RepoInfo", "Stats", "default_cache_dir", "max_age_from_env", "parse_max_age"]
 
 _SHA_RE = re.compile(r"^[0-9a-f]{40}$")
+_KEY_RE = re.compile(r"^[0-9a-f]{1,128}$")  # requests-cache keys are hex digests
+_LOOK_UP = object()  # _ranged: the stored answer has not been looked up yet
 _RANGE_RE = re.compile(r"^bytes=(\d+)-(\d+)$")
 _CONTENT_RANGE_RE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
 _RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
@@ -324,6 +328,38 @@ class _Cancelled(Exception):
     pass
 
 
+class _StoreQueue:
+    """Fetched answers waiting to be written to the cache. Whoever adds one writes everything waiting in
+    one transaction, unless another thread is writing (that one then picks it up): answers are on disk
+    moments after they arrive (an interrupted run keeps them), without a transaction per answer."""
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
+        self._items: list[tuple[str, Any]] = []
+        self._lock = threading.Lock()      # guards _items
+        self._writing = threading.Lock()   # held by the one thread writing
+
+    def add(self, key: str, response: Any) -> None:
+        with self._lock:
+            self._items.append((key, response))
+        self.flush(block=False)
+
+    def flush(self, block: bool = True) -> None:
+        while self._writing.acquire(blocking=block):
+            try:
+                while True:
+                    with self._lock:
+                        batch, self._items = self._items, []
+                    if not batch:
+                        break
+                    self._store(batch)
+            finally:
+                self._writing.release()
+            with self._lock:  # added while we were releasing, by a thread that found us writing?
+                if not self._items:
+                    return
+
+
 def _drop_304_entity_headers(r: requests.Response, *args: Any, **kwargs: Any) -> requests.Response:
     """Response hook: a 304's Content-Length/Content-Range (if any) describe the full representation;
     requests-cache would merge them into the stored 206 and make it look truncated."""
@@ -431,14 +467,23 @@ class HubClient:
         self._session.max_redirects = MAX_REDIRECTS  # a redirect loop fails fast (then is retried)
         self._session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
         self._session.headers["User-Agent"] = "hubvram"
+        #: Header reads that miss the cache go through this plain session (same connection pool) and are
+        #: stored together afterwards by _store: requests-cache would write three rows per read (the answer,
+        #: the CDN hop under its signed URL, a redirect alias), each in its own transaction.
+        self._plain = requests.Session()
+        self._plain.max_redirects = MAX_REDIRECTS
+        self._plain.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
+        self._plain.headers["User-Agent"] = "hubvram"
         if self.offline:
             self._session.adapters.clear()
-            self._session.mount("http://", _NoNetwork())
-            self._session.mount("https://", _NoNetwork())
+            for s in (self._session, self._plain):
+                s.mount("http://", _NoNetwork())
+                s.mount("https://", _NoNetwork())
         else:
             adapter = HTTPAdapter(pool_connections=4, pool_maxsize=self.max_workers, max_retries=0)
-            self._session.mount("http://", adapter)
-            self._session.mount("https://", adapter)
+            for s in (self._session, self._plain):
+                s.mount("http://", adapter)
+                s.mount("https://", adapter)
 
     # -- public API -------------------------------------------------------------------------------
     def repo_info(self, repo_id: str, revision: str | None = "main") -> RepoInfo:
@@ -477,7 +522,7 @@ class HubClient:
 
     def fetch_header(self, repo_id: str, sha: str, filename: str) -> tuple[bytes, int | None]:
         """(header JSON bytes without the 8-byte prefix, file size from Content-Range or None)."""
-        return self._fetch_header(repo_id, sha, filename, None)
+        return self.fetch_headers(repo_id, sha, [filename])[filename]
 
     def fetch_headers(self, repo_id: str, sha: str, filenames: Sequence[str],
                       read_sizes: Mapping[str, int] | None = None) -> dict[str, tuple[bytes, int | None]]:
@@ -486,28 +531,41 @@ class HubClient:
         ``read_sizes``: bytes to ask for in the first ranged read of each file (default FIRST_READ_BYTES),
         e.g. :func:`hubvram.safetensors.header_read_size` of the tensors an index puts in it."""
         names = list(dict.fromkeys(filenames))
-        sizes = read_sizes or {}
-        if len(names) <= 1:
-            return {n: self._fetch_header(repo_id, sha, n, None, sizes.get(n)) for n in names}
-        cancel = threading.Event()
-        pool = ThreadPoolExecutor(max_workers=min(self.max_workers, len(names)),
-                                  thread_name_prefix="hubvram-hdr")
+        sizes = {n: max(8, (read_sizes or {}).get(n) or FIRST_READ_BYTES) for n in names}
+        # One query for every first read that is already stored; the misses are fetched concurrently and
+        # written in batches as they arrive, also when a read fails (what was fetched stays fetched).
+        keys = {n: self._range_key(self._file_url(repo_id, sha, n), 0, sizes[n] - 1) for n in names}
+        stored = self._stored(keys.values())
+        pending = _StoreQueue(self._store)
+
+        def one(name: str, cancel: threading.Event | None) -> tuple[bytes, int | None]:
+            return self._fetch_header(repo_id, sha, name, cancel, sizes[name], stored.get(keys[name]), pending)
+
         try:
-            futures = {pool.submit(self._fetch_header, repo_id, sha, n, cancel, sizes.get(n)): n for n in names}
-            done, _ = wait(futures, return_when=FIRST_EXCEPTION)
-            failed = [f for f in done if f.exception() is not None]
-            if failed:
-                cancel.set()
-                for f in futures:
-                    f.cancel()
-                first = next((f for f in failed if not isinstance(f.exception(), _Cancelled)), failed[0])
-                raise first.exception()  # type: ignore[misc]
-            return {name: f.result() for f, name in futures.items()}  # in the order asked
+            if len(names) <= 1:
+                return {n: one(n, None) for n in names}
+            cancel = threading.Event()
+            pool = ThreadPoolExecutor(max_workers=min(self.max_workers, len(names)),
+                                      thread_name_prefix="hubvram-hdr")
+            try:
+                futures = {pool.submit(one, n, cancel): n for n in names}
+                done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+                failed = [f for f in done if f.exception() is not None]
+                if failed:
+                    cancel.set()
+                    for f in futures:
+                        f.cancel()
+                    first = next((f for f in failed if not isinstance(f.exception(), _Cancelled)), failed[0])
+                    raise first.exception()  # type: ignore[misc]
+                return {name: f.result() for f, name in futures.items()}  # in the order asked
+            finally:
+                pool.shutdown(wait=True, cancel_futures=True)
         finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+            pending.flush()
 
     def close(self) -> None:
         self._session.close()
+        self._plain.close()
         if self._temp_cache:
             shutil.rmtree(self._temp_cache, ignore_errors=True)
 
@@ -523,29 +581,86 @@ class HubClient:
         return f"{self.endpoint}/{repo_id}/resolve/{quote(revision, safe='')}/{quote(filename)}"
 
     def _fetch_header(self, repo_id: str, sha: str, filename: str, cancel: threading.Event | None,
-                      first_read: int | None = None) -> tuple[bytes, int | None]:
+                      size: int, stored: Any, pending: _StoreQueue) -> tuple[bytes, int | None]:
         url = self._file_url(repo_id, sha, filename)
-        size = max(8, first_read or FIRST_READ_BYTES)
-        first, total = self._ranged("header", url, 0, size - 1, repo_id, filename, sha, cancel)
+        first, total = self._ranged("header", url, 0, size - 1, repo_id, filename, sha, cancel, stored, pending)
         n = header_length(first[:8], file=filename, model=repo_id, file_size=total)
         if 8 + n > len(first):
             if total is None and len(first) < size:
                 raise HeaderError(f"file ends at byte {len(first)}, inside its {n}-byte header",
                                   model=repo_id, file=filename)
             rest, total2 = self._ranged("header_extra", url, len(first), 8 + n - 1, repo_id, filename,
-                                        sha, cancel)
+                                        sha, cancel, _LOOK_UP, pending)
             first, total = first + rest, total if total is not None else total2
             if 8 + n > len(first):
                 raise HeaderError(f"file ends at byte {len(first)}, inside its {n}-byte header",
                                   model=repo_id, file=filename)
         return first[8:8 + n], total
 
+    def _range_key(self, url: str, start: int, end: int) -> str:
+        """The requests-cache key of a ranged GET (method, normalized URL, Range header, serializer)."""
+        end = min(end, 8 + MAX_HEADER_BYTES - 1)
+        prepared = requests.Request("GET", url, headers={"Range": f"bytes={start}-{end}"}).prepare()
+        return self._session.cache.create_key(prepared)
+
+    def _stored(self, keys: Any) -> dict[str, Any]:
+        """The stored answers for these cache keys, read in one query; an unreadable row is a miss."""
+        responses = self._session.cache.responses
+        wanted = [k for k in dict.fromkeys(keys) if _KEY_RE.match(k)]
+        out: dict[str, Any] = {}
+        with responses.connection() as con:
+            for i in range(0, len(wanted), 500):
+                # keys inlined (hex only), as requests-cache does: placeholders on its shared connection
+                # are not safe under concurrency on every Python
+                marks = ",".join(f"'{k}'" for k in wanted[i:i + 500])
+                for key, value in con.execute(
+                        f"SELECT key, value FROM {responses.table_name} WHERE key IN ({marks})").fetchall():
+                    obj = responses.deserialize(key, value)
+                    if obj is not None:
+                        out[key] = obj
+        return out
+
+    def _store(self, items: list[tuple[str, Any]]) -> None:
+        """Store fetched answers as CachedSession would (expiry, redaction), in one transaction."""
+        if not items:
+            return
+        cache, settings = self._session.cache, self._session.settings
+        expires = get_expiration_datetime(settings.expire_after)
+        rows = [(key, redact_response(requests_cache.CachedResponse.from_response(r, expires=expires),
+                                      settings.ignored_parameters)) for key, r in items]
+        with cache.responses.connection():  # opened, for bulk_commit
+            pass
+        with cache.responses.bulk_commit():
+            for key, cached in rows:
+                cache.responses[key] = cached
+
     def _ranged(self, kind: str, url: str, start: int, end: int, model: str, file: str, sha: str,
-                cancel: threading.Event | None) -> tuple[bytes, int | None]:
+                cancel: threading.Event | None, stored: Any = _LOOK_UP,
+                pending: _StoreQueue | None = None) -> tuple[bytes, int | None]:
+        """One ranged read: the stored answer when there is one (``stored``, or looked up when _LOOK_UP),
+        else fetched through the plain session and handed to ``pending`` (stored at once without one)."""
         end = min(end, 8 + MAX_HEADER_BYTES - 1)  # never more than the largest legal header
         headers = {"Range": f"bytes={start}-{end}", "Accept-Encoding": "identity"}
-        r = self._request(kind, url, model=model, file=file, revision=sha, headers=headers,
-                          stream=True, cancel=cancel)
+        key = self._range_key(url, start, end)
+        if stored is _LOOK_UP:
+            stored = self._stored([key]).get(key)
+        if stored is not None and (self.offline or not stored.is_expired):
+            self.stats.add("cache_hits")
+            r = stored
+        elif self.offline:
+            raise OfflineMissError(f"offline and not cached ({kind} {file})", model=model, file=file,
+                                   hint=OFFLINE_HINT.format(repo_id=model))
+        elif stored is not None:  # past max_age: requests-cache revalidates it (If-None-Match; 304 renews)
+            r = self._request(kind, url, model=model, file=file, revision=sha, headers=headers,
+                              stream=True, cancel=cancel)
+        else:
+            r = self._request(kind, url, model=model, file=file, revision=sha, headers=headers,
+                              stream=True, cancel=cancel, session=self._plain)
+            if _cacheable(r):
+                if pending is None:
+                    self._store([(key, r)])
+                else:
+                    pending.add(key, r)
         try:
             if r.status_code == 206:
                 got = _CONTENT_RANGE_RE.match(r.headers["Content-Range"])
@@ -564,8 +679,11 @@ class HubClient:
 
     def _request(self, kind: str, url: str, *, model: str, file: str | None, revision: str,
                  headers: dict[str, str] | None = None, stream: bool = False,
-                 force_refresh: bool = False, cancel: threading.Event | None = None) -> Any:
-        """GET with cache, retries (429/5xx/timeouts/truncation) and Hub error mapping."""
+                 force_refresh: bool = False, cancel: threading.Event | None = None,
+                 session: requests.Session | None = None) -> Any:
+        """GET with cache, retries (429/5xx/timeouts/truncation) and Hub error mapping.
+
+        ``session``: the plain session (no cache look-up, nothing stored) instead of the cached one."""
         if self.offline:
             try:
                 r = self._session.get(url, headers=headers, only_if_cached=True, stream=stream)
@@ -583,8 +701,14 @@ class HubClient:
                 raise _Cancelled()
             wait_s: float | None = None
             try:
-                r = self._session.get(url, headers=headers, auth=self._auth, timeout=self.timeout,
-                                      stream=stream, force_refresh=force_refresh)
+                if session is None:
+                    r = self._session.get(url, headers=headers, auth=self._auth, timeout=self.timeout,
+                                          stream=stream, force_refresh=force_refresh)
+                else:
+                    r = session.get(url, headers=headers, auth=self._auth, timeout=self.timeout, stream=stream)
+                    if r.status_code == 206:
+                        r.content  # noqa: B018 - read here, so that a cut-short body is retried like any
+                        #            transport error (requests-cache reads it inside get())
             except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
                     requests.exceptions.ContentDecodingError, requests.TooManyRedirects) as e:
                 self.stats.add(kind)
