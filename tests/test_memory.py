@@ -37,8 +37,6 @@ TOK = 2048
 
 def _arch(model_id: str, **overrides):
     path = os.path.join(SNAP, model_id, "config.json")
-    if not os.path.exists(path):
-        path = os.path.join(ROOT, "..", "shared", "hub-snapshots", model_id, "config.json")
     cfg = json.load(open(path))
     cfg.update(overrides)
     tensors, _ = tensors_from_config(cfg, model=model_id)
