@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from .errors import InputError
+from .memory.component import Component
 
 __all__ = [
     "STRATEGIES", "OFFLOADS", "CATEGORIES", "Plan", "PlanError", "ModelLayout", "Part", "PerGPU",
@@ -444,18 +445,8 @@ def category(component: Any, method: str = "full", known_only: bool = False) -> 
 # --------------------------------------------------------------------------------------------------
 # DeepSpeed's own mixed precision (ZeRO-1/2/3)
 # --------------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Term:
-    """A component that parallel.py adds or rewrites (same fields as hubvram.memory's Component)."""
-
-    name: str
-    bytes: int
-    phases: tuple[str, ...]
-    formula: str
-    substituted: str
-    source: str
-    evictable: bool = False
-    category: str | None = None
+#: A component parallel.py adds or rewrites: the memory model's own Component, with a category.
+Term = Component
 
 
 _DS_SOURCE = ("DeepSpeed runtime/zero/stage_1_and_2.py / stage3.py: 16-bit parameters and gradients, fp32 "
@@ -659,21 +650,16 @@ def _reserved_device(est: Any, parts: list[Part], allocated: int, extra_transien
     With a :class:`hubvram.memory.Estimate` the memory model's own rule is applied to the per-GPU parts
     (``memory.overhead``: reserved = allocated + 5 % of the non-static bytes + the largest transient block;
     device = reserved + CUDA context + evictable bytes). The largest transient is recovered from the
-    replica's own figures and raised to one gathered unit (``extra_transient``) under ZeRO-3/FSDP, whose
+    estimate and raised to one gathered unit (``extra_transient``) under ZeRO-3/FSDP, whose
     all-gather outputs are allocated and freed layer after layer. With a stand-in estimate the replica's
     reserved/allocated ratio and its device - reserved difference are applied.
     """
-    try:
-        from .memory import Estimate, _STATIC
-        from .memory.overhead import FRAGMENTATION_FRACTION, device_bytes, reserved_bytes
-    except ImportError:  # pragma: no cover - the memory model is part of the package
-        Estimate = None  # type: ignore[assignment,misc]
-    if Estimate is not None and isinstance(est, Estimate):
-        static_rep = sum(c.bytes for c in est.components if c.name in _STATIC)
-        dynamic_rep = max(est.peak_allocated_bytes - static_rep, 0)
-        largest = max(est.reserved_bytes - est.peak_allocated_bytes - int(FRAGMENTATION_FRACTION * dynamic_rep), 0)
-        static = sum(p.bytes for p in parts if p.name in _STATIC)
-        reserved = reserved_bytes(allocated, static, max(largest, extra_transient))
+    from .memory import STATIC_COMPONENTS, Estimate
+    from .memory.overhead import device_bytes, reserved_bytes
+
+    if isinstance(est, Estimate):
+        static = sum(p.bytes for p in parts if p.name in STATIC_COMPONENTS)
+        reserved = reserved_bytes(allocated, static, max(est.largest_transient_bytes, extra_transient))
         return reserved, device_bytes(reserved, sum(p.bytes for p in parts if p.evictable))
     peak = int(est.peak_allocated_bytes) or 1
     reserved = math.ceil(allocated * int(est.reserved_bytes) / peak)

@@ -26,10 +26,10 @@ from .profile import profile_of
 from .setup import Setup
 from .units import GIB
 
-__all__ = ["Component", "Estimate", "Setup", "estimate", "estimate_many", "explain", "PHASES"]
+__all__ = ["Component", "Estimate", "Setup", "STATIC_COMPONENTS", "estimate", "estimate_many", "explain", "PHASES"]
 
 #: Components that never change during a step: the base for the fragmentation margin.
-_STATIC = ("weights", "buffers", "weights.nf4", "weights.nf4_stats", "lora_adapters", "optimizer_states",
+STATIC_COMPONENTS = ("weights", "buffers", "weights.nf4", "weights.nf4_stats", "lora_adapters", "optimizer_states",
            "kernel_scratch.cublas", "inputs")
 
 
@@ -45,6 +45,7 @@ class Estimate:
     device_bytes: int
     trainable_params: int
     warnings: tuple[str, ...] = field(default_factory=tuple)
+    largest_transient_bytes: int = 0  # the largest single temporary block (the allocator's margin needs it)
 
     @property
     def peak_gib(self) -> float:
@@ -92,13 +93,14 @@ def estimate(arch: Architecture, setup: Setup | None = None, **knobs: Any) -> Es
             phase_bytes[p] += c.bytes
     peak_phase = max(PHASES, key=lambda p: phase_bytes[p])
     peak = phase_bytes[peak_phase]
-    static = sum(c.bytes for c in comps if c.name in _STATIC)
+    static = sum(c.bytes for c in comps if c.name in STATIC_COMPONENTS)
     reserved = reserved_bytes(peak, static, largest)
     return Estimate(
         method=setup.method, setup=setup, components=tuple(comps),
         phase_bytes=MappingProxyType(phase_bytes), peak_phase=peak_phase, peak_allocated_bytes=peak,
         reserved_bytes=reserved, device_bytes=device_bytes(reserved, evictable),
-        trainable_params=pp.trainable_params, warnings=tuple(dict.fromkeys(warnings)))
+        trainable_params=pp.trainable_params, warnings=tuple(dict.fromkeys(warnings)),
+        largest_transient_bytes=largest)
 
 
 def estimate_many(arch: Architecture, setups: Iterable[Setup]) -> list[Estimate]:

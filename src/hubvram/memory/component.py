@@ -26,6 +26,7 @@ class Component:
     ``source``: paper section / library file and version / oracle measurement it comes from.
     ``evictable``: memory outside PyTorch's caching allocator that the driver may page out to host RAM
     (bitsandbytes paged optimizer states): counted in the device total, not in allocated/reserved.
+    ``category``: what a sharding strategy does with it (hubvram.parallel.category); None = by its name.
     """
 
     name: str
@@ -35,6 +36,7 @@ class Component:
     substituted: str
     source: str
     evictable: bool = False
+    category: str | None = None
 
     def alive(self, phase: str) -> bool:
         return phase in self.phases
