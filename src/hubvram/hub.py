@@ -89,6 +89,7 @@ BACKOFF_CAP_S = 8.0
 TOTAL_BUDGET_S = 60.0  # per logical request, retries and waits included
 #: Whole-file answers (config.json, index files, API JSON) larger than this are refused unread.
 MAX_FILE_BYTES = 50_000_000  # = sources.MAX_JSON_BYTES, the limit for local files
+MAX_CONNECTIONS = 256  # default max_workers; $HUBVRAM_MAX_CONNECTIONS
 MAX_REDIRECTS = 10  # the Hub needs two at most (renamed repo -> resolve -> CDN)
 OFFLINE_HINT = "run `hubvram cache warm {repo_id}` with a network first"
 NETWORK_HINT = "check the network or use --offline"
@@ -436,12 +437,15 @@ class HubClient:
 
     def __init__(self, *, endpoint: str | None = None, token: str | None | bool = None,
                  cache_dir: str | os.PathLike | None = None, offline: bool | None = None,
-                 max_workers: int = 32, timeout: tuple[float, float] = (5.0, 20.0),
+                 max_workers: int | None = None, timeout: tuple[float, float] = (5.0, 20.0),
                  retries: int = 4, max_age: str | float | None = None) -> None:
         # HF_ENDPOINT is read now, not when huggingface_hub was imported (its constants are import-time).
         self.endpoint = (endpoint or os.environ.get("HF_ENDPOINT") or hf_constants.ENDPOINT).rstrip("/")
         self.offline = bool(hf_constants.HF_HUB_OFFLINE if offline is None else offline)
-        self.max_workers = max(1, int(max_workers))
+        #: requests in flight at once (per host): the header reads of a whole repo, 191 shards for
+        #: Llama-3.1-405B, go out together (one round trip, not one per batch of workers)
+        self.max_workers = max(1, int(max_workers if max_workers is not None
+                                      else os.environ.get("HUBVRAM_MAX_CONNECTIONS") or MAX_CONNECTIONS))
         self.timeout = timeout
         self.retries = max(0, int(retries))
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
@@ -480,7 +484,10 @@ class HubClient:
                 s.mount("http://", _NoNetwork())
                 s.mount("https://", _NoNetwork())
         else:
-            adapter = HTTPAdapter(pool_connections=4, pool_maxsize=self.max_workers, max_retries=0)
+            # pool_block: threads of models loaded concurrently wait for a free connection rather than
+            # opening (and discarding, with a warning) connections beyond the pool
+            adapter = HTTPAdapter(pool_connections=4, pool_maxsize=self.max_workers, max_retries=0,
+                                  pool_block=True)
             for s in (self._session, self._plain):
                 s.mount("http://", adapter)
                 s.mount("https://", adapter)
