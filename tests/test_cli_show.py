@@ -135,3 +135,17 @@ def test_breakdown_rows_cover_every_component_name():
         for c in e.components:
             row = _row_of(c.name)
             assert row != other or c.name.startswith(("inputs", "positions", "kernel_scratch", "embedding_backward")), c.name
+
+
+@pytest.mark.parametrize("model,total,hub_total,index_file", [
+    ("meta-llama/Llama-2-7b-hf", 6_738_415_616, 6_738_417_664, "model.safetensors.index.json"),
+    ("tiiuae/falcon-7b", 6_921_720_704, 7_217_189_760, "pytorch_model.bin.index.json"),
+    ("mistralai/Mixtral-8x7B-v0.1", 46_702_792_704, 46_702_792_704, "model.safetensors.index.json"),
+])
+def test_snapshot_entries_with_an_index_match_the_published_totals(model, total, hub_total, index_file):
+    import hubvram
+
+    arch = hubvram.load_model(model, offline=True)
+    assert (arch.counts.total, arch.counts.stored_elements) == (total, hub_total)
+    assert arch.counts.stored_bytes == arch.metadata.index_total_size and arch.warnings == ()
+    assert arch.metadata.provenance.tensors.endswith(f"names and total_size checked against {index_file}")

@@ -2,7 +2,8 @@
 """Seed cache/ (the bundled snapshot) from ../shared/hub-snapshots: verbatim config.json files of real Hub
 models, their sources and published parameter totals. Entries are "derived from config.json": the tensor
 inventory is rebuilt on load by hubvram's layout rules, which tests/test_counts.py checks against the
-published totals. `hubvram cache snapshot MODEL` replaces an entry with live safetensors headers.
+published totals; where the Hub repo's index file was copied too, it rides along (its names add stored
+buffers, its total_size is checked to the byte). `hubvram cache snapshot MODEL` replaces an entry with live safetensors headers.
 
     python tools/seed_snapshot.py [--shared ../shared] [--recorded YYYY-MM-DD]
 """
@@ -40,6 +41,13 @@ def main() -> None:
     for cfg in sorted(snaps.glob("*/*/config*.json")):
         mid = f"{cfg.parent.parent.name}/{cfg.parent.name}"
         total, tsrc = totals.get(mid, (None, None))
+        index = None
+        for name in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
+            if (cfg.parent / name).exists():
+                idx = json.loads((cfg.parent / name).read_text())
+                index = {"file": name, "total_size": idx.get("metadata", {}).get("total_size"),
+                         "weight_map": idx["weight_map"]}
+                break
         entry = {
             "format": "hubvram-snapshot/1",
             "model_id": mid,
@@ -53,6 +61,8 @@ def main() -> None:
             "published_total_source": tsrc,
             "notes": (["historical RW-era config (2023-08-13)"] if "rev-" in cfg.name else []),
         }
+        if index:
+            entry["index"] = index
         out = ROOT / "cache" / (mid.replace("/", "--") + ".json")
         out.write_text(json.dumps(entry, indent=1) + "\n")
         print(out.relative_to(ROOT))

@@ -7,7 +7,13 @@ One reviewable JSON file per model (``<org>--<name>.json``), format ``hubvram-sn
      "config_source": "where config.json was copied from",
      "tensors": [[name, dtype, [shape...]], ...] | null,   # null: derived from config.json on load
      "tensors_source": "safetensors headers at <sha>" | "derived from config.json ...",
-     "published_total": 8030261248 | null, "published_total_source": "...", "notes": [...]}
+     "published_total": 8030261248 | null, "published_total_source": "...", "notes": [...],
+     "index": {"file": "model.safetensors.index.json", "total_size": 16060522496,
+               "weight_map": {tensor name: shard file}} | absent}
+
+``index`` (optional, for entries derived from config.json) is the repo's published index: its names add the
+stored buffers the layout rules cannot know of (rotary ``inv_freq``) and its ``total_size`` is checked to the
+byte, exactly as for a live ``pytorch_model*.bin`` repo (:func:`hubvram.sources.derived_from_config`).
 """
 
 from __future__ import annotations
@@ -81,6 +87,13 @@ def read_entry(data: bytes, *, file: str) -> dict[str, Any]:
     rev = obj.get("revision")
     if rev is not None and not (isinstance(rev, str) and re.fullmatch(r"[0-9a-f]{40}", rev)):
         raise fail("revision must be a 40-hex commit sha or null")
+    index = obj.get("index")
+    if index is not None:
+        wm = index.get("weight_map") if isinstance(index, dict) else None
+        total = index.get("total_size") if isinstance(index, dict) else None
+        if (not isinstance(wm, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in wm.items())
+                or (total is not None and (type(total) is not int or total < 0))):
+            raise fail("index must hold a weight_map of names to files and an integer total_size")
     return obj
 
 
@@ -93,8 +106,10 @@ def entry_to_metadata(obj: Mapping[str, Any], *, file: str, source: str = "snaps
     if isinstance(obj.get("published_total"), int):
         notes += (f"published total: {obj['published_total']:,} parameters",)
     if obj.get("tensors") is None:
-        return derived_from_config(mid, obj.get("revision"), source, dict(obj["config"]), None,
-                                   config_origin=origin, revision=revision, recorded=recorded, notes=notes)
+        index = obj.get("index") or {}
+        return derived_from_config(mid, obj.get("revision"), source, dict(obj["config"]), index.get("total_size"),
+                                   index.get("weight_map"), config_origin=origin, revision=revision,
+                                   recorded=recorded, notes=notes, index_file=index.get("file"))
     tensors = tuple(TensorInfo(n, d, tuple(s)) for n, d, s in obj["tensors"])
     return Metadata(model_id=mid, revision=obj.get("revision"), source=source,  # type: ignore[arg-type]
                     config=dict(obj["config"]), tensors=tensors, tensors_from="safetensors",

@@ -201,13 +201,16 @@ def _from_headers(model: str, sha: str | None, source: str, config: dict[str, An
 def derived_from_config(model: str, sha: str | None, source: str, config: dict[str, Any],
                         index_total: int | None, weight_map: Mapping[str, str] | None = None, *,
                         config_origin: str, revision: str, files: tuple[str, ...] = (),
-                        recorded: str | None = None, notes: tuple[str, ...] = ()) -> Metadata:
+                        recorded: str | None = None, notes: tuple[str, ...] = (),
+                        index_file: str | None = None) -> Metadata:
     """Metadata whose tensor inventory comes from config.json.
 
-    When a ``pytorch_model.bin.index.json`` is at hand, the names it lists that the layout rules do not
-    produce are added if they are known buffers (rotary ``inv_freq``: fp32, rotary_dim / 2 values), so
-    that its ``total_size`` can be checked to the byte; other unknown names are reported.
+    When an index file is at hand (``pytorch_model.bin.index.json`` of a bin-only repo, or the index a
+    snapshot entry recorded), the names it lists that the layout rules do not produce are added if they
+    are known buffers (rotary ``inv_freq``: fp32, rotary_dim / 2 values), so that its ``total_size`` can
+    be checked to the byte; other unknown names are reported.
     """
+    index_file = index_file or BIN_INDEX
     tensors, inv_notes = tensors_from_config(config, model=model)
     warnings = list(inv_notes)
     if weight_map:
@@ -217,18 +220,20 @@ def derived_from_config(model: str, sha: str | None, source: str, config: dict[s
         tensors = tensors + tuple(TensorInfo(n, "F32", (rot // 2,)) for n in extra if n.endswith(".inv_freq"))
         unknown = [n for n in extra if not n.endswith(".inv_freq")]
         if unknown:
-            warnings.append(f"{BIN_INDEX} lists {len(unknown)} tensor(s) the config layout does not produce, "
+            warnings.append(f"{index_file} lists {len(unknown)} tensor(s) the config layout does not produce, "
                             f"e.g. {unknown[0]!r}")
     if index_total is not None:
         stored = sum(t.nbytes for t in tensors)
         if stored != index_total:
-            warnings.append(f"pytorch_model.bin.index.json total_size {index_total} != {stored} bytes derived "
+            warnings.append(f"{index_file} total_size {index_total} != {stored} bytes derived "
                             "from config.json (the checkpoint may store buffers or a different dtype)")
     return Metadata(model_id=model, revision=sha, source=source, config=config,  # type: ignore[arg-type]
                     tensors=tensors, tensors_from="config",
                     provenance=Provenance(config=config_origin, revision=revision, recorded=recorded,
                                           tensors="derived from config.json by hubvram's layout rules "
-                                                  "(no safetensors headers)", notes=notes),
+                                                  "(no safetensors headers)"
+                                                  + (f"; names and total_size checked against {index_file}"
+                                                     if weight_map else ""), notes=notes),
                     index_total_size=index_total, files=files, warnings=tuple(warnings))
 
 
