@@ -48,7 +48,10 @@ def test_sharded_llama_exact_count_via_302_to_a_cdn_on_another_host(hub_env):
     assert [x.path for x in reqs if x.path.startswith("/api/")] == [f"/api/models/{LLAMA}/revision/main"]
     resolved = {x.path.rsplit("/", 1)[1]: x for x in reqs if x.server == "hub" and "/resolve/" in x.path}
     assert sorted(resolved) == sorted(["config.json", "model.safetensors.index.json", *LLAMA_SHARDS])
-    assert all(f"/resolve/{sha}/" in x.path for x in resolved.values())  # pinned to the commit
+    assert all(f"/resolve/{sha}/" in resolved[s].path for s in LLAMA_SHARDS)  # pinned to the commit
+    # config.json and the index: asked at main together with the revision lookup (one round trip), and
+    # kept because their X-Repo-Commit is the commit the lookup returned
+    assert all("/resolve/main/" in resolved[f].path for f in ("config.json", "model.safetensors.index.json"))
     assert [resolved[s].status for s in LLAMA_SHARDS] == [302] * 4
     cdn = [x for x in reqs if x.server == "cdn"]
     assert len(cdn) == 4 and {x.status for x in cdn} == {206}

@@ -136,7 +136,8 @@ def test_remote_code_is_neither_fetched_nor_run(hub_env, tmp_path):
     hub_env.hub.add_repo("hostile/remote-code", files)
     assert hub_env.total("hostile/remote-code") == MODELS[QWEN][1]
     asked = {x.path.split("/resolve/")[-1].split("/", 1)[-1] for x in hub_env.hub.requests if "/resolve/" in x.path}
-    assert asked == {"config.json", "model.safetensors"}
+    # (the index is asked, and found missing, together with the revision lookup)
+    assert asked == {"config.json", "model.safetensors.index.json", "model.safetensors"}
     assert not Path(marker).exists()
 
 

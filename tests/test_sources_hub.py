@@ -53,8 +53,14 @@ class MockHub:
         for name, data in files.items():
             if name.endswith(".safetensors"):
                 self._lfs(name, data)
+            elif name.endswith(".json"):  # a first fetch asks config.json and the index at the branch,
+                self.rsps.add(responses.GET, f"{HUB}/{self.repo}/resolve/main/{name}", body=data,  # with the
+                              headers={"X-Repo-Commit": SHA})                                     # revision lookup
             else:
                 self.rsps.add(responses.GET, f"{HUB}/{self.repo}/resolve/{SHA}/{name}", body=data)
+        if "model.safetensors.index.json" not in files:
+            self.rsps.add(responses.GET, f"{HUB}/{self.repo}/resolve/main/model.safetensors.index.json", status=404,
+                          headers={"X-Error-Code": "EntryNotFound", "X-Repo-Commit": SHA})
 
     def _lfs(self, name: str, data: bytes):
         cdn = f"{CDN}/{name}?X-Amz-Signature=s"
@@ -83,7 +89,7 @@ def test_single_file_repo(rsps, tmp_path):
                                           "model.safetensors": st_save(tiny_llama_arrays())})
     with _client(tmp_path) as client:
         arch = load_model("org/tiny", client=client)
-        assert (client.stats["api"], client.stats["file"], client.stats["header"]) == (1, 1, 1)
+        assert (client.stats["api"], client.stats["file"], client.stats["header"]) == (1, 2, 1)  # index: 404
     assert arch.metadata.source == "hub" and arch.metadata.revision == SHA
     assert arch.counts.total == EXPECTED_TOTAL
     assert arch.counts.by_dtype == {"F16": EXPECTED_TOTAL}

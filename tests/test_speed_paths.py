@@ -79,3 +79,54 @@ def test_header_reads_store_one_row_each_that_requests_cache_finds(fakehub, tmp_
     assert off.fetch_headers("org/m", sha, names, read_sizes={n: 4096 for n in names}) == got
     with pytest.raises(Exception, match="offline and not cached"):  # another range (100 kB): not stored
         off.fetch_header("org/m", sha, names[0])
+
+
+# --- config.json and the index asked together with the revision lookup ---------------------------------------
+def _sharded(fakehub, repo="org/sharded"):
+    from fakehub import VirtualSafetensors
+
+    cfg = snapshot.load("meta-llama/Llama-3.2-1B").config
+    tensors, _ = tensors_from_config(cfg)
+    half = len(tensors) // 2
+    files = {"config.json": json.dumps(cfg).encode()}
+    wm = {}
+    for i, group in enumerate((tensors[:half], tensors[half:]), 1):
+        name = f"model-0000{i}-of-00002.safetensors"
+        header, size = build_safetensors_header({t.name: (t.dtype, t.shape) for t in group})
+        files[name] = VirtualSafetensors(header, size)
+        wm.update({t.name: name for t in group})
+    files["model.safetensors.index.json"] = json.dumps({"weight_map": wm}).encode()
+    return fakehub.add_repo(repo, files), sum(t.numel for t in tensors)
+
+
+def test_a_first_fetch_asks_config_and_index_with_the_revision_lookup(fakehub, tmp_path):
+    from hubvram import load_model
+    from hubvram.hub import HubClient
+
+    sha, total = _sharded(fakehub)
+    with HubClient(endpoint=fakehub.endpoint, cache_dir=tmp_path, token=False, offline=False) as c:
+        assert load_model("org/sharded", client=c).counts.stored_elements == total
+        assert (c.stats["api"], c.stats["file"], c.stats["header"], c.stats["prefetch_dropped"]) == (1, 2, 2, 0)
+    paths = [r.path for r in fakehub.requests if "/resolve/" in r.path and not r.path.endswith(".safetensors")]
+    assert sorted(paths) == ["/org/sharded/resolve/main/config.json",
+                             "/org/sharded/resolve/main/model.safetensors.index.json"]
+    fakehub.requests.clear()  # kept under the commit's URLs: an offline client (and a pinned one) finds them
+    with HubClient(endpoint=fakehub.endpoint, cache_dir=tmp_path, offline=True) as off:
+        assert load_model(f"org/sharded@{sha}", client=off).counts.stored_elements == total
+    with HubClient(endpoint=fakehub.endpoint, cache_dir=tmp_path, token=False, offline=False) as again:
+        assert load_model("org/sharded", client=again).counts.stored_elements == total
+        assert (again.stats["api"], again.stats["file"], again.stats["header"]) == (1, 0, 0)
+    assert [r.path for r in fakehub.requests] == ["/api/models/org/sharded/revision/main"]
+
+
+def test_a_prefetch_of_another_commit_is_dropped_and_asked_again_pinned(fakehub, tmp_path):
+    from fakehub import status
+    from hubvram import load_model
+    from hubvram.hub import HubClient
+
+    sha, total = _sharded(fakehub)
+    fakehub.inject("/org/sharded/resolve/main/config.json", status(200, headers={"X-Repo-Commit": "f" * 40}))
+    with HubClient(endpoint=fakehub.endpoint, cache_dir=tmp_path, token=False, offline=False) as c:
+        assert load_model("org/sharded", client=c).counts.stored_elements == total
+        assert c.stats["prefetch_dropped"] == 1
+    assert f"/org/sharded/resolve/{sha}/config.json" in [r.path for r in fakehub.requests]

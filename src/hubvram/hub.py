@@ -496,6 +496,7 @@ class HubClient:
         #: Header reads that miss the cache go through this plain session (same connection pool) and are
         #: stored together afterwards by _store: requests-cache would write three rows per read (the answer,
         #: the CDN hop under its signed URL, a redirect alias), each in its own transaction.
+        self._prefetched: dict[tuple[str, str, str], bytes | GatedRepoError] = {}  # see repo_info(prefetch=)
         self._plain = requests.Session()
         self._plain.max_redirects = MAX_REDIRECTS
         self._plain.headers["User-Agent"] = "hubvram"
@@ -518,13 +519,23 @@ class HubClient:
                 s.mount("https://", adapter)
 
     # -- public API -------------------------------------------------------------------------------
-    def repo_info(self, repo_id: str, revision: str | None = "main") -> RepoInfo:
-        """Resolve a branch/tag/sha to the commit sha and list the repo's files."""
+    def repo_info(self, repo_id: str, revision: str | None = "main", prefetch: Sequence[str] = ()) -> RepoInfo:
+        """Resolve a branch/tag/sha to the commit sha and list the repo's files.
+
+        ``prefetch``: small files (config.json, the index) wanted next. When nothing about this revision
+        is cached yet, they are requested at ``revision`` together with the revision lookup instead of
+        after it, and kept for :meth:`fetch_file` (and the cache, under the commit's URL) if the answer's
+        ``X-Repo-Commit`` is the commit the lookup returned: one round trip instead of three."""
         revision = revision or "main"
         pinned = bool(_SHA_RE.match(revision))
         url = f"{self.endpoint}/api/models/{repo_id}/revision/{quote(revision, safe='')}"
-        r = self._request("api", url, model=repo_id, file=None, revision=revision,
-                          force_refresh=not pinned)
+        ahead = self._prefetch(repo_id, revision, prefetch, url) if prefetch and not self.offline else None
+        try:
+            r = self._request("api", url, model=repo_id, file=None, revision=revision,
+                              force_refresh=not pinned)
+        finally:
+            if ahead is not None:
+                ahead.shutdown(wait=True)  # the prefetches ran alongside; now they have answered
         try:
             data = r.json()
             sha = data["sha"]
@@ -544,10 +555,17 @@ class HubClient:
             key = cache.create_key(requests.Request("GET", sha_url).prepare())
             if not cache.contains(key=key):
                 cache.save_response(r, key)
+        if ahead is not None:
+            self._keep_prefetched(ahead, repo_id, sha, set(files))
         return RepoInfo(repo_id=repo_id, sha=sha, files=files, safetensors_total=total)
 
     def fetch_file(self, repo_id: str, sha: str, filename: str) -> bytes:
         """A small file (config.json, *.index.json) at a pinned commit."""
+        content = self._prefetched.pop((repo_id, sha, filename), None)
+        if isinstance(content, GatedRepoError):
+            raise content  # the prefetch was refused: asking again, pinned, would be refused the same way
+        if content is not None:
+            return content
         url = self._file_url(repo_id, sha, filename)
         r = self._request("file", url, model=repo_id, file=filename, revision=sha, stream=True)
         return r.content
@@ -597,6 +615,7 @@ class HubClient:
             pending.flush()
 
     def close(self) -> None:
+        self._prefetched.clear()
         self._session.close()
         self._plain.close()
         if self._temp_cache:
@@ -609,6 +628,38 @@ class HubClient:
         self.close()
 
     # -- internals --------------------------------------------------------------------------------
+    def _prefetch(self, repo_id: str, revision: str, filenames: Sequence[str], api_url: str) -> Any:
+        """Start GETs of small files at ``revision`` (uncached, plain session) when the revision lookup is
+        not cached (a first fetch); returns the running pool (``.futures``: filename -> future) or None."""
+        if self._session.cache.contains(url=api_url):
+            return None  # fetched before: the files are most likely cached under the commit's URLs
+        pool = ThreadPoolExecutor(max_workers=len(filenames), thread_name_prefix="hubvram-ahead")
+        pool.futures = {name: pool.submit(self._request, "file", self._file_url(repo_id, revision, name),  # type: ignore[attr-defined]
+                                          model=repo_id, file=name, revision=revision, stream=True,
+                                          session=self._plain)
+                        for name in dict.fromkeys(filenames)}
+        return pool
+
+    def _keep_prefetched(self, pool: Any, repo_id: str, sha: str, files: set[str]) -> None:
+        """Keep the prefetched answers that are of commit ``sha`` for fetch_file, and store them as if they
+        had been fetched at the commit's URL. Anything else (not in the repo, failed, another commit, a
+        redirect) is dropped: fetch_file then asks again, pinned to the commit, and reports the error."""
+        keep = []
+        for name, future in pool.futures.items():
+            if name in files and isinstance(future.exception(), GatedRepoError):
+                self._prefetched[(repo_id, sha, name)] = future.exception()  # type: ignore[assignment]
+            if name not in files or future.exception() is not None:
+                continue
+            r = future.result()
+            if r.status_code != 200 or r.history or r.headers.get("X-Repo-Commit") != sha:
+                self.stats.add("prefetch_dropped")
+                continue
+            sha_url = self._file_url(repo_id, sha, name)
+            self._prefetched[(repo_id, sha, name)] = r.content
+            if _cacheable(r):
+                keep.append((self._session.cache.create_key(requests.Request("GET", sha_url).prepare()), r, sha_url))
+        self._store(keep)
+
     def _file_url(self, repo_id: str, revision: str, filename: str) -> str:
         """``{endpoint}/{repo}/resolve/{rev}/{file}``, quoted as ``huggingface_hub.hf_hub_url`` does."""
         return f"{self.endpoint}/{repo_id}/resolve/{quote(revision, safe='')}/{quote(filename)}"
@@ -654,14 +705,19 @@ class HubClient:
                         out[key] = obj
         return out
 
-    def _store(self, items: list[tuple[str, Any]]) -> None:
-        """Store fetched answers as CachedSession would (expiry, redaction), in one transaction."""
+    def _store(self, items: list[tuple[Any, ...]]) -> None:
+        """Store fetched answers as CachedSession would (expiry, redaction), in one transaction. Items are
+        ``(key, response)`` or ``(key, response, url)``: stored as the answer to ``url``."""
         if not items:
             return
         cache, settings = self._session.cache, self._session.settings
         expires = get_expiration_datetime(settings.expire_after)
-        rows = [(key, redact_response(requests_cache.CachedResponse.from_response(r, expires=expires),
-                                      settings.ignored_parameters)) for key, r in items]
+        rows = []
+        for key, r, *as_url in items:
+            cached = requests_cache.CachedResponse.from_response(r, expires=expires)
+            if as_url:
+                cached.url = cached.request.url = as_url[0]
+            rows.append((key, redact_response(cached, settings.ignored_parameters)))
         with cache.responses.connection():  # opened, for bulk_commit
             pass
         with cache.responses.bulk_commit():

@@ -147,7 +147,7 @@ def from_local(ref: ModelRef) -> Metadata:
 # --------------------------------------------------------------------------------------------------
 def from_hub(ref: ModelRef, client: "HubClient") -> Metadata:
     model = ref.repo_id
-    info = client.repo_info(model, ref.revision or "main")
+    info = client.repo_info(model, ref.revision or "main", prefetch=("config.json", SAFETENSORS_INDEX))
     sha = info.sha
     files = set(info.files)
     config = load_config_bytes(client.fetch_file(model, sha, "config.json"), model=model)
