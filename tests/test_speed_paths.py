@@ -130,3 +130,28 @@ def test_a_prefetch_of_another_commit_is_dropped_and_asked_again_pinned(fakehub,
         assert load_model("org/sharded", client=c).counts.stored_elements == total
         assert c.stats["prefetch_dropped"] == 1
     assert f"/org/sharded/resolve/{sha}/config.json" in [r.path for r in fakehub.requests]
+
+
+# --- tensor names classified once per shape of name ------------------------------------------------------------
+TRICKY_NAMES = [
+    "model.layers.3.mlp.experts.17.w1.weight", "model.layers.3.block_sparse_moe.experts.7.w3.weight",
+    "model.layers.12.input_layernorm.weight", "transformer.h.5.ln_1.bias", "encoder.layers.2.norm1.weight",
+    "model.layers.0.self_attn.q_proj.qweight", "model.layers.0.self_attn.q_proj.scales", "lm_head.weight",
+    "language_model.lm_head.weight", "model.language_model.layers.1.mlp.gate_proj.weight", "12.weight",
+    "model.layers.1.0.weight", "model.layers.61.shared_head.head.weight", "model.layers.61.eh_proj.weight",
+    "vision_tower.blocks.3.attn.qkv.weight", "model.layers.1.mlp.experts.gate_up_proj_blocks", "output.weight",
+    "model.layers.4.mlp.experts.down_proj", "model.layers.2.self_attn.rotary_emb.inv_freq", "h.0.attn.bias",
+    "model.layers.7.mlp.down_proj.weight_scale_inv", "layers.0.attention.wq.weight", "model.norm.weight",
+]
+
+
+def test_memoized_name_facts_equal_the_rules_on_the_real_name():
+    from hubvram.architecture import _EXPERT_FUSED_RE, _LINEAR_SUFFIX_RE, _TOP_HEAD_RE, _name_facts, classify
+
+    names = set(TRICKY_NAMES)
+    for model_id in snapshot.available():
+        names.update(t.name for t in snapshot.load(model_id).tensors)
+    for name in sorted(names):
+        m, fm = _LINEAR_SUFFIX_RE.search(name), _EXPERT_FUSED_RE.search(name)
+        assert _name_facts(name) == (*classify(name), _TOP_HEAD_RE.match(name) is not None,
+                                     m.group(1) if m else None, fm.group(1) if fm else None), name

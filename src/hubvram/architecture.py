@@ -7,6 +7,7 @@ reported in ``Architecture.warnings``. Tensor names are classified by the ordere
 
 from __future__ import annotations
 
+import math
 import re
 from collections import Counter
 from dataclasses import dataclass, field, replace
@@ -148,49 +149,81 @@ _NON_LINEAR_MODULES = {"embed_tokens", "wte", "wpe", "word_embeddings", "embed_i
                        "embed_positions", "position_embeddings"}
 
 
-def _quant_format(t: TensorInfo, config: Mapping[str, Any]) -> tuple[str | None, int]:
-    """Detect a packed/quantized weight and return (format, real parameter count)."""
+def _quant_method(config: Mapping[str, Any]) -> tuple[Any, str]:
+    """(quantization_config, its quant_method lower-cased) from config.json."""
     qc = config.get("quantization_config") or {}
-    method = str(qc.get("quant_method", "")).lower() if isinstance(qc, dict) else ""
-    if t.name.endswith(".qweight") and t.dtype == "I32":
+    return qc, (str(qc.get("quant_method", "")).lower() if isinstance(qc, dict) else "")
+
+
+def _quant_format(t: TensorInfo, config: Mapping[str, Any], quant: tuple[Any, str] | None = None,
+                  numel: int | None = None) -> tuple[str | None, int]:
+    """Detect a packed/quantized weight and return (format, real parameter count)."""
+    name, numel = t.name, t.numel if numel is None else numel
+    qc, method = quant or _quant_method(config)
+    if name.endswith(".qweight") and t.dtype == "I32":
         bits = int(qc.get("bits", qc.get("w_bit", 4)) or 4) if isinstance(qc, dict) else 4
-        return ("awq" if method == "awq" else "gptq"), t.numel * (32 // max(bits, 1))
-    if t.name.endswith("_blocks") and t.dtype == "U8":
-        return "mxfp4", t.numel * 2
-    if t.dtype == "U8" and t.name.endswith(".weight") and method == "bitsandbytes" and (
+        return ("awq" if method == "awq" else "gptq"), numel * (32 // max(bits, 1))
+    if name.endswith("_blocks") and t.dtype == "U8":
+        return "mxfp4", numel * 2
+    if t.dtype == "U8" and name.endswith(".weight") and method == "bitsandbytes" and (
             qc.get("load_in_4bit") or qc.get("_load_in_4bit")):
-        return "bnb4", t.numel * 2
+        return "bnb4", numel * 2
     if t.dtype in ("F8_E4M3", "F8_E5M2"):
-        return "fp8", t.numel
+        return "fp8", numel
     if t.dtype == "I8" and method == "bitsandbytes":
-        return "bnb8", t.numel
-    return None, t.numel
+        return "bnb8", numel
+    return None, numel
+
+
+#: A whole path segment of digits (a layer or expert index): no rule above depends on its value.
+_INDEX_SEGMENT_RE = re.compile(r"(?<=\.)\d+(?=\.)")
+_NAME_FACTS: dict[str, tuple[str, str, bool, str | None, str | None]] = {}
+_NAME_FACTS_MAX = 200_000
+
+
+def _name_facts(name: str) -> tuple[str, str, bool, str | None, str | None]:
+    """Everything annotate reads from a tensor's name: (group, kind, is the top-level head, Linear module
+    suffix, fused-expert module), memoized by the name with its index segments zeroed: a 61-layer model
+    with 256 experts per layer has 92k tensor names but a few dozen distinct ones."""
+    template = _INDEX_SEGMENT_RE.sub("0", name)
+    facts = _NAME_FACTS.get(template)
+    if facts is None:
+        group, kind = classify(template)
+        m = _LINEAR_SUFFIX_RE.search(template)
+        fm = _EXPERT_FUSED_RE.search(template)
+        facts = (group, kind, _TOP_HEAD_RE.match(template) is not None, m.group(1) if m else None,
+                 fm.group(1) if fm else None)
+        if len(_NAME_FACTS) >= _NAME_FACTS_MAX:
+            _NAME_FACTS.clear()
+        _NAME_FACTS[template] = facts
+    return facts
 
 
 def annotate(tensors: tuple[TensorInfo, ...], config: Mapping[str, Any],
              tied: bool = False) -> tuple[ParamTensor, ...]:
     """Classify every stored tensor. With tied embeddings, a stored lm_head is a copy (kind ``tied_copy``)."""
     out = []
+    quant = _quant_method(config)
     for t in tensors:
-        group, kind = classify(t.name)
-        fmt, params = _quant_format(t, config)
-        if tied and group == "lm_head" and _TOP_HEAD_RE.match(t.name):
+        group, kind, top_head, suffix, fused = _name_facts(t.name)
+        numel = math.prod(t.shape)
+        fmt, params = _quant_format(t, config, quant, numel)
+        if tied and group == "lm_head" and top_head:
             kind = "tied_copy"
         if kind in ("buffer", "quant_side", "tied_copy"):
             params = 0
         module = None
         is_linear = False
         is_expert = group == "experts" and kind == "weight"
-        m = _LINEAR_SUFFIX_RE.search(t.name)
-        if kind == "weight" and group not in ("norms", "embedding") and m and m.group(1) not in _NON_LINEAR_MODULES:
+        if kind == "weight" and group not in ("norms", "embedding") and suffix and suffix not in _NON_LINEAR_MODULES:
             # a 2-D weight (or a packed one) of a Linear; fused 3-D expert tensors are not nn.Linear
             if len(t.shape) == 2 or fmt is not None:
-                module, is_linear = m.group(1), True
+                module, is_linear = suffix, True
         if is_expert and not is_linear:
-            fm = _EXPERT_FUSED_RE.search(t.name)
-            module = fm.group(1) if fm else None
+            module = fused
         out.append(ParamTensor(name=t.name, dtype=t.dtype, shape=t.shape, group=group, kind=kind,
-                               params=params, stored_elements=t.numel, stored_bytes=t.nbytes,
+                               params=params, stored_elements=numel,
+                               stored_bytes=(numel * DTYPE_BITS[t.dtype] + 7) // 8,  # = TensorInfo.nbytes
                                module=module, is_linear=is_linear, is_expert=is_expert, quantized=fmt))
     return tuple(out)
 
