@@ -155,3 +155,88 @@ def test_memoized_name_facts_equal_the_rules_on_the_real_name():
         m, fm = _LINEAR_SUFFIX_RE.search(name), _EXPERT_FUSED_RE.search(name)
         assert _name_facts(name) == (*classify(name), _TOP_HEAD_RE.match(name) is not None,
                                      m.group(1) if m else None, fm.group(1) if fm else None), name
+
+
+# --- offline answers from the cache file without the HTTP stack (hubvram.httpcache) ----------------------------
+KEY_URLS = [
+    ("https://huggingface.co/api/models/meta-llama/Llama-3.1-8B/revision/main", None),
+    ("https://huggingface.co/api/models/org/m/revision/" + "a" * 40, None),
+    ("https://huggingface.co/org/m/resolve/" + "b" * 40 + "/config.json", None),
+    ("https://huggingface.co/org/m/resolve/" + "b" * 40 + "/model-00001-of-00191.safetensors", "bytes=0-4095"),
+    ("http://127.0.0.1:8080/Org.x/My_Model-2/resolve/" + "c" * 40 + "/sub/dir/model.safetensors", "bytes=100000-1234567"),
+    ("https://hf-mirror.com/a/b/resolve/" + "d" * 40 + "/.hidden/x.json", None),
+]
+NOT_PLAIN = [
+    "https://huggingface.co/api/models/org/m/revision/refs%2Fpr%2F1",  # percent-escapes: normalized by requests-cache
+    "https://huggingface.co/org/m/resolve/main/a%40b.json", "https://HuggingFace.co/org/m/resolve/main/c.json",
+    "https://huggingface.co:443/org/m/resolve/main/c.json", "https://huggingface.co/org/m/resolve/main/c.json?x=1",
+    "https://huggingface.co/org/m/resolve/main/./c.json", "https://huggingface.co/org/m/resolve/main/../c.json",
+]
+
+
+def test_cache_key_is_the_key_requests_cache_computes(tmp_path):
+    import requests
+
+    from hubvram.httpcache import cache_key
+    from hubvram.hub import HubClient
+
+    with HubClient(endpoint="https://huggingface.co", cache_dir=tmp_path, token=False, offline=True) as c:
+        for url, rng in KEY_URLS + [(u, None) for u in NOT_PLAIN]:
+            headers = {"Range": rng} if rng else {}
+            expected = c._session.cache.create_key(requests.Request("GET", url, headers=headers).prepare())
+            mine = cache_key(url, rng)
+            assert mine is None if url in NOT_PLAIN else mine == expected, url
+            assert c._range_key(url, 0, 99) == c._session.cache.create_key(
+                requests.Request("GET", url, headers={"Range": "bytes=0-99"}).prepare())
+
+
+def _fields(meta):  # Metadata compares by identity (eq=False)
+    import dataclasses
+
+    return tuple(getattr(meta, f.name) for f in dataclasses.fields(meta))
+
+
+def _fetched(fakehub, tmp_path):
+    from hubvram import load_model
+    from hubvram.hub import HubClient
+
+    sha, total = _sharded(fakehub)
+    with HubClient(endpoint=fakehub.endpoint, cache_dir=tmp_path, token=False, offline=False) as c:
+        online = load_model("org/sharded", client=c)
+    return sha, online
+
+
+def test_the_cache_reader_answers_as_the_offline_client_does(fakehub, tmp_path):
+    from hubvram import load_model
+    from hubvram.errors import OfflineMissError
+    from hubvram.httpcache import CacheReader, open_reader
+    from hubvram.hub import HubClient
+
+    sha, online = _fetched(fakehub, tmp_path)
+    fakehub.stop()
+    reader = open_reader(tmp_path, fakehub.endpoint)
+    assert isinstance(reader, CacheReader)
+    with reader, HubClient(endpoint=fakehub.endpoint, cache_dir=tmp_path, offline=True) as client:
+        for ref in ("org/sharded", f"org/sharded@{sha}"):
+            a, b = load_model(ref, client=reader), load_model(ref, client=client)
+            assert _fields(a.metadata) == _fields(b.metadata) == _fields(online.metadata) and a.counts == b.counts
+        assert reader._fallback is None and reader.stats["cache_hits"] == 2 * (1 + 2 + 2)
+        for fn, args in ((lambda c: c.repo_info("org/other"), ()), (lambda c: c.fetch_file("org/sharded", sha, "x.json"), ())):
+            with pytest.raises(OfflineMissError) as mine:
+                fn(reader)
+            with pytest.raises(OfflineMissError) as theirs:
+                fn(client)
+            assert str(mine.value) == str(theirs.value)
+    assert open_reader(tmp_path / "nothing-here") is None
+
+
+def test_the_cache_reader_hands_what_it_cannot_key_to_the_hub_client(fakehub, tmp_path, monkeypatch):
+    from hubvram import httpcache, load_model
+
+    sha, online = _fetched(fakehub, tmp_path)
+    reader = httpcache.open_reader(tmp_path, fakehub.endpoint)
+    real = httpcache.cache_key
+    monkeypatch.setattr(httpcache, "cache_key", lambda url, rng=None: real(url + "x", rng))  # keys that miss
+    with reader:
+        assert _fields(load_model("org/sharded", client=reader).metadata) == _fields(online.metadata)
+        assert reader._fallback is not None and reader._keys_ok is False

@@ -35,6 +35,12 @@ def offline_from_env() -> bool:
 
 def make_client(*, offline: bool | None = None, cache_dir=None, token=None, endpoint=None,
                 max_age=None) -> "HubClient":
+    if offline_from_env() if offline is None else offline:  # answered from the cache file: no HTTP stack
+        from .httpcache import open_reader
+
+        reader = open_reader(cache_dir, endpoint)
+        if reader is not None:
+            return reader  # type: ignore[return-value]
     from .hub import HubClient  # imported lazily: local folders and snapshots never need requests
 
     return HubClient(endpoint=endpoint, token=token, cache_dir=cache_dir, offline=offline, max_age=max_age)

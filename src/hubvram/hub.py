@@ -49,9 +49,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections import Counter
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
-from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -71,7 +69,9 @@ from requests_cache.serializers.preconf import json_preconf_stage
 
 from .errors import (ConfigError, EntryNotFoundError, GatedRepoError, HeaderError, HubError, NetworkError,
                      OfflineMissError, RepoNotFoundError, RevisionNotFoundError)
-from .safetensors import FIRST_READ_BYTES, MAX_HEADER_BYTES, header_length
+from .httpcache import (OFFLINE_HINT, RepoInfo, Stats, cache_key, parse_revision_answer, range_header,
+                        read_header)
+from .safetensors import FIRST_READ_BYTES, MAX_HEADER_BYTES
 
 __all__ = ["HubClient", "RepoInfo", "Stats", "default_cache_dir", "max_age_from_env", "parse_max_age"]
 
@@ -91,7 +91,6 @@ TOTAL_BUDGET_S = 60.0  # per logical request, retries and waits included
 MAX_FILE_BYTES = 50_000_000  # = sources.MAX_JSON_BYTES, the limit for local files
 MAX_CONNECTIONS = 256  # default max_workers; $HUBVRAM_MAX_CONNECTIONS
 MAX_REDIRECTS = 10  # the Hub needs two at most (renamed repo -> resolve -> CDN)
-OFFLINE_HINT = "run `hubvram cache warm {repo_id}` with a network first"
 NETWORK_HINT = "check the network or use --offline"
 DEFAULT_MAX_AGE_S = 7 * 24 * 3600
 _AGE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$", re.I)
@@ -123,39 +122,6 @@ def parse_max_age(text: str | int | float | None) -> float | None:
 def max_age_from_env() -> float | None:
     """``$HUBVRAM_MAX_AGE`` (see :func:`parse_max_age`), default 7 days."""
     return parse_max_age(os.environ.get("HUBVRAM_MAX_AGE") or None)
-
-
-@dataclass(frozen=True)
-class RepoInfo:
-    repo_id: str
-    sha: str
-    files: tuple[str, ...]
-    #: the Hub's published ``safetensors.total`` (Σ numel of the stored tensors) when the answer has one
-    safetensors_total: int | None = None
-
-
-class Stats:
-    """Thread-safe counts of network requests by kind (api, file, header, header_extra), of cache
-    hits (``cache_hits``), of revalidations answered 304 (``revalidated``) and of retries (``retries``)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._counts: Counter[str] = Counter()
-
-    def add(self, kind: str, n: int = 1) -> None:
-        with self._lock:
-            self._counts[kind] += n
-
-    def __getitem__(self, kind: str) -> int:
-        with self._lock:
-            return self._counts[kind]
-
-    def as_dict(self) -> dict[str, int]:
-        with self._lock:
-            return dict(self._counts)
-
-    def __repr__(self) -> str:
-        return f"Stats({self.as_dict()})"
 
 
 def default_cache_dir() -> Path:
@@ -538,16 +504,11 @@ class HubClient:
                 ahead.shutdown(wait=True)  # the prefetches ran alongside; now they have answered
         try:
             data = r.json()
-            sha = data["sha"]
-            files = tuple(s["rfilename"] for s in data.get("siblings") or ())
-            st = data.get("safetensors")
-            total = st.get("total") if isinstance(st, dict) else None
-            total = total if type(total) is int and total >= 0 else None
-        except (ValueError, KeyError, TypeError):
+        except ValueError:
             raise HubError(f"unexpected answer from {self.endpoint} for revision {revision!r}",
                            model=repo_id) from None
-        if not isinstance(sha, str) or not _SHA_RE.match(sha) or not all(isinstance(f, str) for f in files):
-            raise HubError(f"unexpected answer from {self.endpoint} for revision {revision!r}", model=repo_id)
+        info = parse_revision_answer(data, endpoint=self.endpoint, repo_id=repo_id, revision=revision)
+        sha, files = info.sha, info.files
         if not self.offline and not pinned:
             # Alias the answer under its sha URL, so `org/name@<sha>` works offline after a warm.
             sha_url = f"{self.endpoint}/api/models/{repo_id}/revision/{sha}"
@@ -557,7 +518,7 @@ class HubClient:
                 cache.save_response(r, key)
         if ahead is not None:
             self._keep_prefetched(ahead, repo_id, sha, set(files))
-        return RepoInfo(repo_id=repo_id, sha=sha, files=files, safetensors_total=total)
+        return info
 
     def fetch_file(self, repo_id: str, sha: str, filename: str) -> bytes:
         """A small file (config.json, *.index.json) at a pinned commit."""
@@ -667,25 +628,20 @@ class HubClient:
     def _fetch_header(self, repo_id: str, sha: str, filename: str, cancel: threading.Event | None,
                       size: int, stored: Any, pending: _StoreQueue, key: str) -> tuple[bytes, int | None]:
         url = self._file_url(repo_id, sha, filename)
-        first, total = self._ranged("header", url, 0, size - 1, repo_id, filename, sha, cancel, stored, pending,
-                                    key)
-        n = header_length(first[:8], file=filename, model=repo_id, file_size=total)
-        if 8 + n > len(first):
-            if total is None and len(first) < size:
-                raise HeaderError(f"file ends at byte {len(first)}, inside its {n}-byte header",
-                                  model=repo_id, file=filename)
-            rest, total2 = self._ranged("header_extra", url, len(first), 8 + n - 1, repo_id, filename,
-                                        sha, cancel, _LOOK_UP, pending)
-            first, total = first + rest, total if total is not None else total2
-            if 8 + n > len(first):
-                raise HeaderError(f"file ends at byte {len(first)}, inside its {n}-byte header",
-                                  model=repo_id, file=filename)
-        return first[8:8 + n], total
+
+        def ranged(kind: str, start: int, end: int) -> tuple[bytes, int | None]:
+            first = kind == "header"  # its stored answer was looked up with the others'
+            return self._ranged(kind, url, start, end, repo_id, filename, sha, cancel,
+                                stored if first else _LOOK_UP, pending, key if first else None)
+
+        return read_header(ranged, model=repo_id, file=filename, size=size)
 
     def _range_key(self, url: str, start: int, end: int) -> str:
         """The requests-cache key of a ranged GET (method, normalized URL, Range header, serializer)."""
-        end = min(end, 8 + MAX_HEADER_BYTES - 1)
-        prepared = requests.Request("GET", url, headers={"Range": f"bytes={start}-{end}"}).prepare()
+        key = cache_key(url, range_header(start, end))
+        if key is not None:
+            return key  # = requests-cache's key, without its URL normalization (~0.1 ms)
+        prepared = requests.Request("GET", url, headers={"Range": range_header(start, end)}).prepare()
         return self._session.cache.create_key(prepared)
 
     def _stored(self, keys: Any) -> dict[str, Any]:
@@ -730,7 +686,7 @@ class HubClient:
         """One ranged read: the stored answer when there is one (``stored``, or looked up when _LOOK_UP),
         else fetched through the plain session and handed to ``pending`` (stored at once without one)."""
         end = min(end, 8 + MAX_HEADER_BYTES - 1)  # never more than the largest legal header
-        headers = {"Range": f"bytes={start}-{end}", "Accept-Encoding": "identity"}
+        headers = {"Range": range_header(start, end), "Accept-Encoding": "identity"}
         key = key or self._range_key(url, start, end)
         if stored is _LOOK_UP:
             stored = self._stored([key]).get(key)
