@@ -240,3 +240,23 @@ def test_the_cache_reader_hands_what_it_cannot_key_to_the_hub_client(fakehub, tm
     with reader:
         assert _fields(load_model("org/sharded", client=reader).metadata) == _fields(online.metadata)
         assert reader._fallback is not None and reader._keys_ok is False
+
+
+# --- the lone-surrogate checks run only when the text has a surrogate escape ---------------------------------
+def test_surrogate_checks_still_catch_what_they_caught():
+    from hubvram.errors import HeaderError
+    from hubvram.safetensors import parse_header
+    from hubvram.sources import parse_index
+
+    entry = '{"dtype":"F32","shape":[1],"data_offsets":[0,4]}'
+    assert parse_header(('{"w\\ud83d\\ude00":' + entry + '}').encode(), file="f").tensors[0].name == "w\U0001F600"
+    for bad in ('{"w\\ud800":' + entry + '}', '{"__metadata__":{"k":"\\uDC00"},"w":' + entry + '}'):
+        with pytest.raises(HeaderError, match="half of a surrogate pair"):
+            parse_header(bad.encode(), file="f")
+    with pytest.raises(HeaderError, match="appears twice"):
+        parse_header(('{"w":' + entry + ',"w":' + entry + '}').encode(), file="f")
+    with pytest.raises(HeaderError, match="not valid JSON"):
+        parse_index(b'{"weight_map":{"a":"m.safetensors"},"x":"\\ud800"}', model="m", file="model.safetensors.index.json")
+    with pytest.raises(HeaderError, match="'b' to an unsafe shard name '../x.safetensors'"):
+        parse_index(b'{"weight_map":{"a":"m.safetensors","b":"../x.safetensors","c":"m.safetensors"}}', model="m",
+                    file="model.safetensors.index.json")

@@ -13,6 +13,7 @@ overlaps, and ``end - begin`` must equal ``numel * bits / 8``.
 from __future__ import annotations
 
 import json
+import re
 import struct
 from dataclasses import dataclass
 from typing import Iterable, Mapping
@@ -85,8 +86,10 @@ def parse_header(raw: bytes, *, file: str, model: str | None = None,
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
         raise fail(f"header is not valid UTF-8 (byte {e.start})") from None
+    # a lone surrogate can only come from a \\u escape (text is strict UTF-8): without one, skip that check
+    hook = _unique_keys if _SURROGATE_ESCAPE_RE.search(text) else _no_duplicates
     try:
-        obj = json.loads(text, object_pairs_hook=_unique_keys)
+        obj = json.loads(text, object_pairs_hook=hook)
     except _DuplicateKey as e:
         raise fail(f"tensor {e.args[0]!r} appears twice in the header") from None
     except _LoneSurrogate:
@@ -154,6 +157,9 @@ class _LoneSurrogate(Exception):
     pass
 
 
+_SURROGATE_ESCAPE_RE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
 def _unique_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
     """json object_pairs_hook: a name given twice is an error (json.loads would keep the last), and so is a
     string that is not Unicode (``"\\ud800"``: json.loads takes it, the reference implementation does not)."""
@@ -163,6 +169,11 @@ def _unique_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
                 s.encode("utf-8")
             except UnicodeEncodeError:
                 raise _LoneSurrogate() from None
+    return _no_duplicates(pairs)
+
+
+def _no_duplicates(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    """json object_pairs_hook: a name given twice is an error (json.loads would keep the last)."""
     obj = dict(pairs)
     if len(obj) != len(pairs):
         seen: set[str] = set()

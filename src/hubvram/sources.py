@@ -21,7 +21,7 @@ from .config import load_config_bytes
 from .errors import ConfigError, HeaderError
 from .inventory import tensors_from_config
 from .metadata import Metadata, ModelRef, Provenance, TensorInfo
-from .safetensors import header_length, header_read_size, parse_header
+from .safetensors import _SURROGATE_ESCAPE_RE, header_length, header_read_size, parse_header
 
 if TYPE_CHECKING:  # pragma: no cover
     from .hub import HubClient
@@ -38,8 +38,10 @@ MAX_JSON_BYTES = 50_000_000
 def parse_index(data: bytes, *, model: str, file: str) -> tuple[dict[str, str], int | None]:
     """Validate an index file: ``weight_map`` (tensor -> shard file) and ``metadata.total_size``."""
     try:
-        obj = json.loads(data.decode("utf-8"))
-        json.dumps(obj, ensure_ascii=False).encode("utf-8")  # no "\ud800" (half a surrogate pair) anywhere
+        text = data.decode("utf-8")
+        obj = json.loads(text)
+        if _SURROGATE_ESCAPE_RE.search(text):  # only a \u escape can make half a surrogate pair (strict UTF-8)
+            json.dumps(obj, ensure_ascii=False).encode("utf-8")  # no "\ud800" (half a surrogate pair) anywhere
     except (UnicodeError, ValueError, RecursionError):  # ValueError: JSON, or a 4300+ digit number
         raise HeaderError("index is not valid JSON", model=model, file=file) from None
     if not isinstance(obj, dict) or not isinstance(obj.get("weight_map"), dict) or not obj["weight_map"]:
@@ -47,8 +49,12 @@ def parse_index(data: bytes, *, model: str, file: str) -> tuple[dict[str, str], 
     wm = obj["weight_map"]
     # the only files a safetensors index may send us to read are safetensors files
     suffix = ".safetensors" if file.endswith(".safetensors.index.json") else ""
+    safe: dict[str, bool] = {}  # per shard name, not per tensor: 163 names for 91,991 DeepSeek-V3 tensors
     for name, shard in wm.items():
-        if not isinstance(shard, str) or not _safe_filename(shard) or not shard.endswith(suffix):
+        ok = safe.get(shard) if isinstance(shard, str) else False
+        if ok is None:
+            ok = safe[shard] = _safe_filename(shard) and shard.endswith(suffix)
+        if not ok:
             raise HeaderError(f"index maps {_clip(name)!r} to an unsafe shard name {_clip(shard)!r}",
                               model=model, file=file)
     total = (obj.get("metadata") or {}).get("total_size") if isinstance(obj.get("metadata"), dict) else None
