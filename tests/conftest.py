@@ -36,3 +36,18 @@ def make_fakehub():
         hub.stop()
     errors = [e for hub in hubs for e in hub.server_errors]
     assert not errors, "fakehub handler crashed:\n" + "\n".join(errors)
+
+
+@pytest.fixture
+def run(tmp_path, monkeypatch):
+    """``run(*args, input=None)``: the hubvram CLI in-process, offline, with a fresh cache folder."""
+    from click.testing import CliRunner
+
+    from hubvram.cli import main
+
+    monkeypatch.setenv("HUBVRAM_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+    def _run(*args, input=None):
+        return CliRunner().invoke(main, list(args), catch_exceptions=False, input=input)
+    return _run

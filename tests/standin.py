@@ -8,7 +8,7 @@ parameter count, activations ``act_per_token · b · s`` (+ ``quad · b · s²``
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 PHASES = ("forward", "backward", "step")

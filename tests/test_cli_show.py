@@ -10,14 +10,6 @@ from click.testing import CliRunner
 from hubvram.cli import main
 
 
-@pytest.fixture
-def run(tmp_path, monkeypatch):
-    monkeypatch.setenv("HUBVRAM_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-
-    def _run(*args):
-        return CliRunner().invoke(main, list(args), catch_exceptions=False)
-    return _run
 
 
 def test_json_keys_other_tools_parse(run):

@@ -7,12 +7,10 @@ import io
 import json
 
 import pytest
-from click.testing import CliRunner
 
 from hubvram import load_model
-from hubvram.cli import main
 from hubvram.compare import compare_csv_rows, compare_records, compare_rows, render_compare, sort_rows
-from hubvram.errors import EXIT_HUB, EXIT_PARTIAL, HubvramError, InputError, RepoNotFoundError
+from hubvram.errors import EXIT_HUB, EXIT_PARTIAL, InputError, RepoNotFoundError
 from hubvram.gpus import get_gpu
 from standin import ToySetup, toy
 
@@ -80,14 +78,6 @@ def test_csv_rows(archs):
 
 
 # --- the command line ------------------------------------------------------------------------------
-@pytest.fixture
-def run(tmp_path, monkeypatch):
-    monkeypatch.setenv("HUBVRAM_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-
-    def _run(*args, input=None):
-        return CliRunner().invoke(main, list(args), catch_exceptions=False, input=input)
-    return _run
 
 
 CLI_IDS = ["meta-llama/Meta-Llama-3-8B", "org/does-not-exist", "meta-llama/Llama-3.2-1B"]

@@ -310,19 +310,8 @@ import csv  # noqa: E402
 import io  # noqa: E402
 import json  # noqa: E402
 
-from click.testing import CliRunner  # noqa: E402
-
-from hubvram.cli import main  # noqa: E402
 
 
-@pytest.fixture
-def run(tmp_path, monkeypatch):
-    monkeypatch.setenv("HUBVRAM_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-
-    def _run(*args):
-        return CliRunner().invoke(main, list(args), catch_exceptions=False)
-    return _run
 
 
 def test_cli_gpus_every_format(run):

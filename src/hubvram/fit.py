@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Sequence
 
 from .gpus import GPU
 from .parallel import ModelLayout, Plan, PerGPU, model_layout, per_gpu

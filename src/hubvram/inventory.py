@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import Any, Callable, Iterator, Mapping
 
 from .config import Dims, dims_from_config, text_config_of
-from .errors import UnsupportedModelError
 from .metadata import TORCH_DTYPE_TO_ST, TensorInfo
 
 Emit = Iterator[tuple[str, tuple[int, ...]]]

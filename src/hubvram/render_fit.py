@@ -7,7 +7,7 @@ Sizes print in GiB (2^30 bytes); JSON carries bytes.
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Sequence
 
 from .fit import FIT_FIGURE, HOST_RAM_PER_NODE, LADDER, Advice, MatrixRow, Verdict
 from .gpus import GPU

@@ -15,7 +15,7 @@ backward: its activations exist for one layer at a time, next to the checkpointe
 from __future__ import annotations
 
 from .activations import Ctx, LayerActs, context, head_acts, layer_acts, peak_of
-from .component import (ALL, BWD_BOTTOM, BWD_END, BWD_HEAD, BWD_START, BWD_TOP, FORWARD, FWD_LAYER, OPTIMIZER,
+from .component import (ALL, BWD_BOTTOM, BWD_END, BWD_HEAD, BWD_START, BWD_TOP, FORWARD, FWD_LAYER,
                         Component)
 from .logits import backward_loss, forward_loss, head_dtype, head_gradient
 from .optimizers import gradient_bytes, gradients, optimizer_states, step_transient
