@@ -14,7 +14,6 @@ same three with a warning. Offline with no HTTP cache file, neither requests nor
 from __future__ import annotations
 
 import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import TYPE_CHECKING, Iterable, Sequence
 
@@ -74,9 +73,11 @@ def load_metadata(ref: str | ModelRef, *, revision: str | None = None, client: "
 
 def _stored(ref: ModelRef, cache_dir, miss: OfflineMissError | None) -> Metadata:
     """Offline after the HTTP cache: imported metadata, then the bundled snapshot (no revision asked)."""
-    from .cache import store_lookup
+    meta = None
+    if _store_exists(cache_dir):  # hubvram.cache is a large module: only imported when there is a store
+        from .cache import store_lookup
 
-    meta = store_lookup(ref, cache_dir)
+        meta = store_lookup(ref, cache_dir)
     if meta is None and ref.revision is None:
         meta = snapshot.load(ref.repo_id)
     if meta is not None:
@@ -114,6 +115,15 @@ def _http_cache_may_have(repo_id: str, cache_dir) -> bool:
     from .cache import http_cache_may_have
 
     return http_cache_may_have(repo_id, cache_dir)
+
+
+def _store_exists(cache_dir) -> bool:
+    from pathlib import Path
+
+    from .sources import default_cache_dir
+
+    root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    return (root / "metadata").is_dir()  # hubvram.cache.store_dir
 
 
 def _http_cache_exists(cache_dir) -> bool:
@@ -162,6 +172,8 @@ def load_models(refs: Sequence[str | ModelRef], *, max_workers: int = 8, client:
     try:
         if len(parsed) == 1:
             return [one(parsed[0])]
+        from concurrent.futures import ThreadPoolExecutor  # only for many models (7 ms of start-up)
+
         with ThreadPoolExecutor(max_workers=max(1, min(max_workers, len(parsed)))) as pool:
             return list(pool.map(one, parsed))
     finally:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import re
 from functools import lru_cache
-from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -37,7 +36,12 @@ def filename_for(model_id: str) -> str:
 
 
 def snapshot_dir() -> Path:
-    return Path(str(resources.files("hubvram._snapshot")))
+    # the package's folder (as importlib.resources.files would give it), without importing importlib.resources
+    # (5 ms of start-up: tempfile, shutil, zipfile); importlib.util is loaded by every interpreter already
+    import importlib.util
+
+    spec = importlib.util.find_spec("hubvram._snapshot")
+    return Path(spec.submodule_search_locations[0])  # type: ignore[union-attr, index]
 
 
 @lru_cache(maxsize=1)
