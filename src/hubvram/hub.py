@@ -53,7 +53,7 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Mapping, Sequence
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, urljoin, urlsplit
 
 import requests
 import requests_cache
@@ -751,7 +751,7 @@ class HubClient:
                     r = self._session.get(url, headers=headers, auth=self._auth, timeout=self.timeout,
                                           stream=stream, force_refresh=force_refresh)
                 else:
-                    r = session.get(url, headers=headers, auth=self._auth, timeout=self.timeout, stream=stream)
+                    r = self._plain_get(url, headers, stream)
                     if r.status_code == 206:
                         r.content  # noqa: B018 - read here, so that a cut-short body is retried like any
                         #            transport error (requests-cache reads it inside get())
@@ -785,6 +785,29 @@ class HubClient:
             attempt += 1
             self.stats.add("retries")
             self._pause(delay, cancel)
+
+    def _plain_get(self, url: str, headers: dict[str, str] | None, stream: bool) -> Any:
+        """GET through the plain session, following redirects. Without a proxy it goes straight to the
+        connection pool (requests.Session's per-request merging of settings, cookies and hooks, none of
+        which the plain session uses, is most of a header read's CPU time besides the socket work); the
+        token goes only to the endpoint's host (_HubAuth), as through the session."""
+        s = self._plain
+        if s.trust_env or s.proxies or not isinstance(s.get_adapter(url), HTTPAdapter):
+            return s.get(url, headers=headers, auth=self._auth, timeout=self.timeout, stream=stream)
+        fields = {**s.headers, **(headers or {})}
+        history: list[Any] = []
+        for _ in range(s.max_redirects + 1):
+            p = requests.PreparedRequest()
+            p.prepare(method="GET", url=url, headers=fields, auth=self._auth)
+            r = s.get_adapter(url).send(p, stream=stream, timeout=self.timeout, verify=s.verify, proxies={})
+            if not r.is_redirect:
+                r.history = history
+                return r
+            r.content  # noqa: B018 - drain the (empty) body so that the connection goes back to the pool
+            r.close()
+            history.append(r)
+            url = requests.utils.requote_uri(urljoin(r.url, r.headers["location"]))
+        raise requests.TooManyRedirects(f"Exceeded {s.max_redirects} redirects.", response=r)
 
     def _pause(self, seconds: float, cancel: threading.Event | None) -> None:
         if cancel is not None:
