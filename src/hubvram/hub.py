@@ -325,13 +325,13 @@ class _StoreQueue:
 
     def __init__(self, store: Any) -> None:
         self._store = store
-        self._items: list[tuple[str, Any]] = []
+        self._items: list[tuple[Any, ...]] = []
         self._lock = threading.Lock()      # guards _items
         self._writing = threading.Lock()   # held by the one thread writing
 
-    def add(self, key: str, response: Any) -> None:
+    def add(self, *item: Any) -> None:
         with self._lock:
-            self._items.append((key, response))
+            self._items.append(item)
         self.flush(block=False)
 
     def flush(self, block: bool = True) -> None:
@@ -663,13 +663,16 @@ class HubClient:
 
     def _store(self, items: list[tuple[Any, ...]]) -> None:
         """Store fetched answers as CachedSession would (expiry, redaction), in one transaction. Items are
-        ``(key, response)`` or ``(key, response, url)``: stored as the answer to ``url``."""
+        ``(key, response)`` or ``(key, response, url)``: stored as the answer to ``url`` itself, without the
+        redirect that led elsewhere (a CDN's signed URL is of no use later; revalidation asks ``url`` again)."""
         if not items:
             return
         cache, settings = self._session.cache, self._session.settings
         expires = get_expiration_datetime(settings.expire_after)
         rows = []
         for key, r, *as_url in items:
+            if as_url:
+                r.history = []  # (the response is done with: _ranged has read it)
             cached = requests_cache.CachedResponse.from_response(r, expires=expires)
             if as_url:
                 cached.url = cached.request.url = as_url[0]
@@ -704,9 +707,9 @@ class HubClient:
                               stream=True, cancel=cancel, session=self._plain)
             if _cacheable(r):
                 if pending is None:
-                    self._store([(key, r)])
+                    self._store([(key, r, url)])
                 else:
-                    pending.add(key, r)
+                    pending.add(key, r, url)
         try:
             if r.status_code == 206:
                 got = _CONTENT_RANGE_RE.match(r.headers["Content-Range"])
