@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -260,3 +261,16 @@ def test_surrogate_checks_still_catch_what_they_caught():
     with pytest.raises(HeaderError, match="'b' to an unsafe shard name '../x.safetensors'"):
         parse_index(b'{"weight_map":{"a":"m.safetensors","b":"../x.safetensors","c":"m.safetensors"}}', model="m",
                     file="model.safetensors.index.json")
+
+
+def test_requests_reads_the_environment_only_when_a_proxy_is_configured(tmp_path, monkeypatch):
+    from hubvram.hub import HubClient
+
+    for name in [k for k in os.environ if k.lower().endswith("_proxy")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")  # no proxy to bypass: nothing to look up per request
+    with HubClient(endpoint="http://127.0.0.1:9", cache_dir=tmp_path, token=False, offline=False) as c:
+        assert not c._plain.trust_env and not c._session.trust_env
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    with HubClient(endpoint="http://127.0.0.1:9", cache_dir=tmp_path, token=False, offline=False) as c:
+        assert c._plain.trust_env and c._session.trust_env

@@ -296,7 +296,7 @@ def _quiet_environment(session: requests.Session) -> None:
     requests); the CA bundle variables it would read are read once here."""
     import urllib.request
 
-    if urllib.request.getproxies():
+    if any(scheme != "no" for scheme in urllib.request.getproxies()):  # NO_PROXY alone proxies nothing
         return
     session.trust_env = False
     session.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
