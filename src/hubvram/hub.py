@@ -465,6 +465,7 @@ class HubClient:
         self._prefetched: dict[tuple[str, str, str], bytes | GatedRepoError] = {}  # see repo_info(prefetch=)
         self._pool: ThreadPoolExecutor | None = None  # see _workers
         self._workers_lock = threading.Lock()
+        self._closed = False
         self._plain = requests.Session()
         self._plain.max_redirects = MAX_REDIRECTS
         self._plain.headers["User-Agent"] = "hubvram"
@@ -579,6 +580,8 @@ class HubClient:
     def _workers(self) -> ThreadPoolExecutor:
         """The client's threads for header reads, kept from one model to the next (a 405B repo needs 191)."""
         with self._workers_lock:
+            if self._closed:
+                raise RuntimeError("the HubClient is closed")
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(max_workers=self.max_workers, thread_name_prefix="hubvram-hdr")
             return self._pool
@@ -603,6 +606,7 @@ class HubClient:
 
     def close(self) -> None:
         with self._workers_lock:
+            self._closed = True
             if self._pool is not None:
                 self._pool.shutdown(wait=True, cancel_futures=True)
                 self._pool = None
