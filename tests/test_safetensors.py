@@ -174,3 +174,14 @@ def test_mxfp4_blocks_count_two_values_per_byte(tmp_path):
                                   (e + "down_proj_scales", "U8", (32, 2880, 90))])
     assert arch.counts.by_group["experts"] == 32 * 2880 * 90 * 16 * 2
     assert arch.counts.quant_side_bytes == 32 * 2880 * 90
+
+
+def test_nesting_is_refused_before_json_recurses():
+    from hubvram.jsonlimits import MAX_DEPTH, too_deep
+
+    assert not too_deep("[" * MAX_DEPTH + "]" * MAX_DEPTH)
+    assert too_deep("[" * (MAX_DEPTH + 1) + "]" * (MAX_DEPTH + 1))
+    assert not too_deep('{"a": [1, 2], "b": {"c": [3]}}' * 100)  # many brackets, shallow
+    with pytest.raises(HeaderError) as e:
+        parse_header(b'{"a":' * 70 + b"1" + b"}" * 70, file="model.safetensors", model="org/m")
+    assert str(e.value) == "org/m: model.safetensors: header is not JSON (too deeply nested)"

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from .errors import ConfigError
+from .jsonlimits import too_deep
 
 ALIASES: Mapping[str, tuple[str, ...]] = {
     "num_layers": ("num_hidden_layers", "n_layer", "num_layers", "n_layers"),
@@ -127,7 +128,10 @@ class Dims:
 def load_config_bytes(data: bytes, *, model: str, file: str = "config.json") -> dict[str, Any]:
     """Parse config.json bytes into a dict, with one-line errors."""
     try:
-        obj = json.loads(data.decode("utf-8"))
+        text = data.decode("utf-8")
+        if too_deep(text):
+            raise RecursionError
+        obj = json.loads(text)
     except UnicodeDecodeError:
         raise ConfigError("not valid UTF-8", model=model, file=file) from None
     except (json.JSONDecodeError, RecursionError) as e:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Iterable, Mapping
 
 from .errors import HeaderError
+from .jsonlimits import too_deep
 from .metadata import DTYPE_BITS, TensorInfo
 
 #: The reference implementation refuses headers above 100,000,000 bytes (MAX_HEADER_SIZE).
@@ -88,6 +89,8 @@ def parse_header(raw: bytes, *, file: str, model: str | None = None,
         raise fail(f"header is not valid UTF-8 (byte {e.start})") from None
     # a lone surrogate can only come from a \\u escape (text is strict UTF-8): without one, skip that check
     hook = _unique_keys if _SURROGATE_ESCAPE_RE.search(text) else _no_duplicates
+    if too_deep(text):
+        raise fail("header is not JSON (too deeply nested)")
     try:
         obj = json.loads(text, object_pairs_hook=hook)
     except _DuplicateKey as e:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 from .config import load_config_bytes
 from .errors import ConfigError, HeaderError
 from .inventory import tensors_from_config
+from .jsonlimits import too_deep
 from .metadata import Metadata, ModelRef, Provenance, TensorInfo
 from .safetensors import _SURROGATE_ESCAPE_RE, header_length, header_read_size, parse_header
 
@@ -39,6 +40,8 @@ def parse_index(data: bytes, *, model: str, file: str) -> tuple[dict[str, str], 
     """Validate an index file: ``weight_map`` (tensor -> shard file) and ``metadata.total_size``."""
     try:
         text = data.decode("utf-8")
+        if too_deep(text):
+            raise RecursionError
         obj = json.loads(text)
         if _SURROGATE_ESCAPE_RE.search(text):  # only a \u escape can make half a surrogate pair (strict UTF-8)
             json.dumps(obj, ensure_ascii=False).encode("utf-8")  # no "\ud800" (half a surrogate pair) anywhere
