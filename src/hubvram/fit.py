@@ -196,7 +196,8 @@ class Verdict:
 
 
 def fit_plan(est: Any, layout: ModelLayout, gpu: GPU, *, ladder: Sequence[tuple[str, str | None]] = LADDER,
-             max_gpus: int = MAX_GPUS, nodes: int = 1, host_ram: int | None = HOST_RAM_PER_NODE) -> Verdict:
+             max_gpus: int = MAX_GPUS, nodes: int = 1, host_ram: int | None = HOST_RAM_PER_NODE,
+             memo: dict[Plan, PerGPU] | None = None) -> Verdict:
     """The verdict for one estimate on one GPU: one GPU, else the fewest GPUs over ``ladder``.
 
     GPU-resident strategies are preferred to optimizer offload, and that to parameter offload, whatever the
@@ -205,8 +206,18 @@ def fit_plan(est: Any, layout: ModelLayout, gpu: GPU, *, ladder: Sequence[tuple[
     non-increasing in N under every sharding strategy, so each strategy's minimum is a bisection over
     :func:`gpu_counts` (about log2(15) per_gpu calls). An offload plan must also leave the host RAM it needs
     per node within ``host_ram`` (constant in N up to one node, then falling: still monotone).
+    ``memo`` keeps per-GPU figures by plan across calls for the same estimate (they do not depend on the
+    GPU judged, so a fit-matrix row computes each plan once for all its columns).
     """
-    single = per_gpu(est, Plan(), layout)
+    memo = {} if memo is None else memo
+
+    def at(plan: Plan) -> PerGPU:
+        pg = memo.get(plan)
+        if pg is None:
+            pg = memo[plan] = per_gpu(est, plan, layout)
+        return pg
+
+    single = at(Plan())
     counts = gpu_counts(max_gpus, nodes)
     if nodes == 1 and fits(single, gpu):
         return Verdict(gpu, True, 1, Plan(), single, max_gpus, single)
@@ -217,7 +228,7 @@ def fit_plan(est: Any, layout: ModelLayout, gpu: GPU, *, ladder: Sequence[tuple[
         if best_pg is not None and rank > best_rank:
             break  # a cheaper tier already fits: costlier tiers cannot win
         def pg_at(k: int, s=strategy, o=offload) -> PerGPU:
-            return per_gpu(est, _plan(s, counts[k], nodes, o), layout)
+            return at(_plan(s, counts[k], nodes, o))
 
         # only a strictly smaller count can beat an earlier rung of the same tier
         k = _first_true(best_k, lambda j: fits(pg_at(j), gpu, host_ram))
@@ -254,14 +265,15 @@ def fit_matrix(arch: Any, setups: Mapping[str, Any], gpus: Sequence[GPU], *, est
     estimator = estimator or _default_estimator()
     rows = []
     for label, setup in setups.items():
-        cache: dict[Any, tuple[Any, ModelLayout]] = {}
+        cache: dict[Any, tuple[Any, ModelLayout, dict]] = {}
         verdicts = []
         for gpu in gpus:
             s = adapt_setup(setup, gpu) if adapt else setup
             if s not in cache:
-                cache[s] = (estimator(arch, s), model_layout(arch, s))
-            est, layout = cache[s]
-            v = fit_plan(est, layout, gpu, ladder=ladder, max_gpus=max_gpus, nodes=nodes, host_ram=host_ram)
+                cache[s] = (estimator(arch, s), model_layout(arch, s), {})
+            est, layout, memo = cache[s]
+            v = fit_plan(est, layout, gpu, ladder=ladder, max_gpus=max_gpus, nodes=nodes, host_ram=host_ram,
+                         memo=memo)
             verdicts.append(dataclasses.replace(v, precision=s.precision) if s is not setup else v)
         rows.append(MatrixRow(label, setup, cache[setup][0] if setup in cache else estimator(arch, setup),
                               tuple(verdicts)))
