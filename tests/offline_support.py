@@ -107,6 +107,18 @@ def serve_bin_only(hub, model: str = "meta-llama/Llama-2-7b-hf") -> str:
     return hub.add_repo(model, repo_from_snapshot(SNAPSHOTS / model, include=("config.json", "pytorch_model.bin.index.json")))
 
 
+def warm_and_reimport(hub, repo_id: str, config: dict, archive: Path) -> Any:
+    """Serve ``repo_id``, ``cache warm`` it, export the cache to ``archive``, clear it, import it back:
+    the model then lives only in the imported metadata store. Returns what ``cache.import_`` returned."""
+    from hubvram import cache
+
+    serve_config(hub, repo_id, config)
+    assert cli("cache", "warm", repo_id).exit_code == 0
+    cache.export(archive)
+    cache.clear()
+    return cache.import_(archive)
+
+
 def fingerprint(root: Path) -> dict[str, str]:
     """{relative path: sha256} of every file under root (folders as "dir"); {} when root does not exist."""
     if not root.exists():

@@ -22,7 +22,7 @@ from hubvram.hub import DEFAULT_MAX_AGE_S, HubClient, parse_max_age
 
 from helpers import snapshot_config
 from offline_support import (TINY, TINY_TOTAL, cli, cli_json, endpoint, fingerprint, fresh_env,  # noqa: F401
-                             network_off, serve_config, serve_indexed)
+                             network_off, serve_config, serve_indexed, warm_and_reimport)
 
 SHA_RE = re.compile(r"^[0-9a-f]{40}$")
 
@@ -293,12 +293,8 @@ def test_import_keeps_the_newest_branch_record_and_writes_private_files(fakehub,
 
 def test_importing_the_same_archive_twice_is_a_no_op(fakehub, fresh_env, endpoint, tmp_path):
     endpoint(fakehub)
-    serve_config(fakehub, "org/tiny", TINY)
-    assert cli("cache", "warm", "org/tiny").exit_code == 0
     archive = tmp_path / "a.gz"
-    cache.export(archive)
-    cache.clear()
-    first = cache.import_(archive)
+    first = warm_and_reimport(fakehub, "org/tiny", TINY, archive)
     snap = fingerprint(fresh_env)
     again = cache.import_(archive)
     assert (first.entries, first.new, again.entries, again.new) == (1, 1, 1, 0)

@@ -18,7 +18,7 @@ from hubvram.architecture import describe
 from hubvram.errors import InputError
 from hubvram.inventory import tensors_from_config
 from hubvram.memory import PHASES, Component, Estimate, Setup, estimate, estimate_many, explain
-from hubvram.memory.activations import context, head_acts, layer_acts
+from hubvram.memory.activations import context, layer_acts
 from hubvram.memory.profile import profile_of
 from hubvram.memory.units import GIB, rnd
 from hubvram.memory.weights import plan
@@ -36,13 +36,7 @@ TOK = 2048
 
 
 def _arch(model_id: str, **overrides):
-    path = os.path.join(SNAP, model_id, "config.json")
-    cfg = json.load(open(path))
-    cfg.update(overrides)
-    tensors, _ = tensors_from_config(cfg, model=model_id)
-    meta = Metadata(model_id=model_id, revision=None, source="local", config=cfg, tensors=tensors,
-                    tensors_from="config", provenance=Provenance(config=path, tensors="config", revision="-"))
-    return describe(meta)
+    return _arch_from_file(os.path.join(SNAP, model_id, "config.json"), model_id, **overrides)
 
 
 _ARCHS: dict = {}

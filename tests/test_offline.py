@@ -19,7 +19,7 @@ from hubvram import cache, snapshot
 from hubvram.errors import EXIT_HUB, EXIT_INPUT, CacheError
 
 from offline_support import (TINY, TINY_TOTAL, cli, cli_json, endpoint, fingerprint, fresh_env,  # noqa: F401
-                             network_off, serve_bin_only, serve_config, serve_indexed, without_provenance)
+                             network_off, serve_bin_only, serve_config, serve_indexed, warm_and_reimport, without_provenance)
 
 README_MODEL = "meta-llama/Meta-Llama-3-8B"
 RECORDED = json.loads((snapshot.snapshot_dir() / "meta-llama--Meta-Llama-3-8B.json").read_text())["recorded"]
@@ -238,12 +238,7 @@ def test_export_clear_import_gives_the_same_offline_answer(fakehub, fresh_env, e
 
 def test_answers_from_the_metadata_store_need_no_http_stack(fakehub, fresh_env, endpoint, tmp_path):
     endpoint(fakehub)
-    serve_config(fakehub, "org/tiny", TINY)
-    assert cli("cache", "warm", "org/tiny").exit_code == 0
-    archive = tmp_path / "a.gz"
-    cache.export(archive)
-    cache.clear()
-    cache.import_(archive)
+    warm_and_reimport(fakehub, "org/tiny", TINY, tmp_path / "a.gz")
     proc, guard = run_guarded(tmp_path, ["org/tiny", "--offline", "--format", "json"],
                               {"HUBVRAM_CACHE_DIR": str(fresh_env)})
     assert proc.returncode == 0, proc.stderr
@@ -276,13 +271,9 @@ def test_an_http_cache_without_the_model_does_not_slow_the_snapshot_answer(fakeh
 def archive_and_store(fakehub, fresh_env, endpoint, tmp_path):
     """A small export, and a cache holding an imported entry and an HTTP-cache entry."""
     endpoint(fakehub)
-    serve_config(fakehub, "org/tiny", TINY)
     serve_config(fakehub, "org/other", dict(TINY, hidden_size=32))
-    assert cli("cache", "warm", "org/tiny").exit_code == 0
     archive = tmp_path / "tiny.hubvram.gz"
-    cache.export(archive)
-    cache.clear()
-    cache.import_(archive)
+    warm_and_reimport(fakehub, "org/tiny", TINY, archive)
     assert cli("cache", "warm", "org/other").exit_code == 0
     return archive, archive.read_bytes(), fresh_env
 
