@@ -118,21 +118,15 @@ def _http_cache_may_have(repo_id: str, cache_dir) -> bool:
 
 
 def _store_exists(cache_dir) -> bool:
-    from pathlib import Path
+    from .sources import cache_root
 
-    from .sources import default_cache_dir
-
-    root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    return (root / "metadata").is_dir()  # hubvram.cache.store_dir
+    return (cache_root(cache_dir) / "metadata").is_dir()  # hubvram.cache.store_dir
 
 
 def _http_cache_exists(cache_dir) -> bool:
-    from pathlib import Path
+    from .sources import cache_root
 
-    from .sources import default_cache_dir
-
-    root = Path(cache_dir) if cache_dir else default_cache_dir()
-    return (root / "http_cache.sqlite").exists()
+    return (cache_root(cache_dir) / "http_cache.sqlite").exists()
 
 
 def load_model(ref: str | ModelRef, **kwargs) -> Architecture:

@@ -55,7 +55,7 @@ from urllib.parse import quote, unquote, urlsplit
 from . import snapshot
 from .errors import CacheError, HubvramError, InputError, ModelRefError
 from .metadata import Metadata, ModelRef
-from .sources import default_cache_dir
+from .sources import cache_root
 
 if TYPE_CHECKING:  # pragma: no cover
     from .hub import HubClient
@@ -83,7 +83,7 @@ _EXTRA_KEYS = ("tensors_from", "index_total_size", "warnings", "files", "fetched
 # small helpers
 # --------------------------------------------------------------------------------------------------
 def _root(cache_dir: str | os.PathLike | None) -> Path:
-    return Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    return cache_root(cache_dir)
 
 
 def _now() -> dt.datetime:

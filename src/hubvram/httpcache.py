@@ -288,13 +288,13 @@ class CacheReader:
 
 
 def open_reader(cache_dir: str | os.PathLike | None = None, endpoint: str | None = None) -> CacheReader | None:
-    """A CacheReader on the HTTP cache in ``cache_dir`` (default: see hubvram.hub.default_cache_dir), or None
+    """A CacheReader on the HTTP cache in ``cache_dir`` (default: see hubvram.sources.default_cache_dir), or None
     when there is no cache file (or an endpoint only huggingface_hub knows how to pick)."""
-    from .sources import default_cache_dir
-
     if os.environ.get("HUGGINGFACE_CO_STAGING"):
         return None  # huggingface_hub then points at its staging Hub: let HubClient pick the endpoint
-    root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    from .sources import cache_root
+
+    root = cache_root(cache_dir)
     db = root / "http_cache.sqlite"
     if not db.is_file():
         return None

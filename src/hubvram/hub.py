@@ -72,6 +72,7 @@ from .errors import (ConfigError, EntryNotFoundError, GatedRepoError, HeaderErro
 from .httpcache import (OFFLINE_HINT, RepoInfo, Stats, cache_key, parse_revision_answer, range_header,
                         read_header)
 from .safetensors import FIRST_READ_BYTES, MAX_HEADER_BYTES
+from .sources import cache_root, default_cache_dir  # noqa: F401  (default_cache_dir: part of this module's API)
 
 __all__ = ["HubClient", "RepoInfo", "Stats", "default_cache_dir", "max_age_from_env", "parse_max_age"]
 
@@ -122,14 +123,6 @@ def parse_max_age(text: str | int | float | None) -> float | None:
 def max_age_from_env() -> float | None:
     """``$HUBVRAM_MAX_AGE`` (see :func:`parse_max_age`), default 7 days."""
     return parse_max_age(os.environ.get("HUBVRAM_MAX_AGE") or None)
-
-
-def default_cache_dir() -> Path:
-    """``$HUBVRAM_CACHE_DIR``, else ``$XDG_CACHE_HOME/hubvram``, else ``~/.cache/hubvram``."""
-    if os.environ.get("HUBVRAM_CACHE_DIR"):
-        return Path(os.environ["HUBVRAM_CACHE_DIR"]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join("~", ".cache")
-    return Path(base).expanduser() / "hubvram"
 
 
 # --- storage: a scrubbing, JSON-only serializer --------------------------------------------------
@@ -437,7 +430,7 @@ class HubClient:
                                       else os.environ.get("HUBVRAM_MAX_CONNECTIONS") or MAX_CONNECTIONS))
         self.timeout = timeout
         self.retries = max(0, int(retries))
-        self.cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+        self.cache_dir = cache_root(cache_dir)
         self.stats = Stats()
         self._backoff_base = 0.5
         #: seconds after which a stored entry is revalidated online (None: never); offline ignores it

@@ -254,8 +254,13 @@ def rotary_dim(config: Mapping[str, Any]) -> int:
 
 
 def default_cache_dir() -> Path:
-    env = os.environ.get("HUBVRAM_CACHE_DIR")
-    if env:
-        return Path(env).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "hubvram"
+    """``$HUBVRAM_CACHE_DIR``, else ``$XDG_CACHE_HOME/hubvram``, else ``~/.cache/hubvram``."""
+    if os.environ.get("HUBVRAM_CACHE_DIR"):
+        return Path(os.environ["HUBVRAM_CACHE_DIR"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join("~", ".cache")
+    return Path(base).expanduser() / "hubvram"
+
+
+def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
+    """The cache folder: ``cache_dir`` (``--cache-dir``) when given, else :func:`default_cache_dir`."""
+    return Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
