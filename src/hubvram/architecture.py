@@ -33,10 +33,13 @@ class ParamTensor:
     params: int               # real parameter count (0 for buffers and quantization side tensors)
     stored_elements: int      # what the Hub API counts (numel as stored)
     stored_bytes: int
+    # params, stored_elements and stored_bytes are totals over ``count`` tensors: routed experts of one
+    # layer and module are one entry (metadata.group_experts); every other entry has count 1
     module: str | None = None  # Linear module suffix ("q_proj", "c_attn", ...) for Linear weights
     is_linear: bool = False    # a 2-D weight of an nn.Linear (or Conv1D) that LoRA / bnb can reach
     is_expert: bool = False    # a routed-expert weight (fused 3-D in transformers 5.x)
     quantized: str | None = None  # storage format of a packed/quantized weight: gptq, awq, bnb4, fp8, mxfp4
+    count: int = 1            # identical tensors this entry stands for (experts.*: one per expert)
 
 
 @dataclass(frozen=True)
@@ -208,6 +211,7 @@ def annotate(tensors: tuple[TensorInfo, ...], config: Mapping[str, Any],
         group, kind, top_head, suffix, fused = _name_facts(t.name)
         numel = math.prod(t.shape)
         fmt, params = _quant_format(t, config, quant, numel)
+        n = t.count
         if tied and group == "lm_head" and top_head:
             kind = "tied_copy"
         if kind in ("buffer", "quant_side", "tied_copy"):
@@ -222,9 +226,9 @@ def annotate(tensors: tuple[TensorInfo, ...], config: Mapping[str, Any],
         if is_expert and not is_linear:
             module = fused
         out.append(ParamTensor(name=t.name, dtype=t.dtype, shape=t.shape, group=group, kind=kind,
-                               params=params, stored_elements=numel,
-                               stored_bytes=(numel * DTYPE_BITS[t.dtype] + 7) // 8,  # = TensorInfo.nbytes
-                               module=module, is_linear=is_linear, is_expert=is_expert, quantized=fmt))
+                               params=params * n, stored_elements=numel * n,
+                               stored_bytes=(numel * DTYPE_BITS[t.dtype] + 7) // 8 * n,  # = TensorInfo.nbytes
+                               module=module, is_linear=is_linear, is_expert=is_expert, quantized=fmt, count=n))
     return tuple(out)
 
 
@@ -268,25 +272,26 @@ def linear_modules(tensors: tuple[ParamTensor, ...], conv1d: bool = False) -> tu
             continue
         if not t.shape or 0 in t.shape or (t.quantized in ("gptq", "awq") and len(t.shape) != 2):
             continue  # a degenerate shape (a broken or hostile header) describes no Linear
+        params = t.params // t.count  # of one tensor
         if t.is_linear and t.quantized in ("gptq", "awq"):
             # qweight is (in / pack, out)
             out_f = t.shape[1]
-            in_f = t.params // out_f
+            in_f = params // out_f
         elif t.is_linear and t.quantized in ("bnb4", "mxfp4"):
             out_f = t.shape[0]
-            in_f = t.params // out_f
+            in_f = params // out_f
         elif t.is_expert and len(t.shape) == 3:
             # fused experts: (experts, out, in) as transformers 5.x stores them
             key = (t.module or "experts", t.shape[2], t.shape[1], t.group, False, True)
-            agg[key] = agg.get(key, 0) + t.shape[0]
+            agg[key] = agg.get(key, 0) + t.shape[0] * t.count
             continue
         else:
-            out_f, in_f = (t.shape[0], t.shape[1]) if len(t.shape) == 2 else (t.shape[0], t.params // t.shape[0])
+            out_f, in_f = (t.shape[0], t.shape[1]) if len(t.shape) == 2 else (t.shape[0], params // t.shape[0])
             if conv1d:
                 in_f, out_f = out_f, in_f
         base = t.name.rsplit(".", 1)[0]
         key = (t.module or "?", in_f, out_f, t.group, base in biases, t.is_expert)
-        agg[key] = agg.get(key, 0) + 1
+        agg[key] = agg.get(key, 0) + t.count
     mods = [LinearModule(name=n, in_features=i, out_features=o, count=c, group=g, bias=b, is_expert=e)
             for (n, i, o, g, b, e), c in agg.items()]
     order = {g: k for k, g in enumerate(GROUPS)}

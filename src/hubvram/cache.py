@@ -242,7 +242,7 @@ def metadata_to_store_entry(meta: Metadata, *, fetched: dt.datetime | None) -> d
         raise CacheError("only Hub metadata at a commit sha can be exported", model=meta.model_id)
     when = fetched or _now()
     entry = snapshot.metadata_to_entry(meta, recorded=when.date().isoformat())
-    entry["tensors"] = [[t.name, t.dtype, list(t.shape)] for t in meta.tensors]
+    entry["tensors"] = snapshot.tensors_to_json(meta.tensors)
     entry["tensors_from"] = meta.tensors_from
     entry["index_total_size"] = meta.index_total_size
     entry["warnings"] = list(meta.warnings)
@@ -956,7 +956,7 @@ def snapshot_entry(meta: Metadata, *, endpoint: str, recorded: str, published_to
                    previous: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """A bundled-snapshot entry for live Hub metadata, checked against the Hub's published total."""
     sha = meta.revision
-    stored = sum(t.numel for t in meta.tensors)
+    stored = sum(t.numel * t.count for t in meta.tensors)
     total_source = (f"Hub API {endpoint}/api/models/{meta.model_id}/revision/{sha}: safetensors.total"
                     if published_total is not None else None)
     if published_total is None and previous and isinstance(previous.get("published_total"), int):

@@ -9,7 +9,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Iterable, Literal, Mapping
 
 from .errors import ModelRefError
 
@@ -36,19 +36,49 @@ TORCH_DTYPE_TO_ST: Mapping[str, str] = {
 
 @dataclass(frozen=True)
 class TensorInfo:
-    """One stored tensor: its name, safetensors dtype and shape."""
+    """One stored tensor: its name, safetensors dtype and shape; or, with ``count`` > 1, that many routed
+    experts' tensors of one layer and module with the same dtype and shape, named with ``*`` in place of
+    the expert index (``model.layers.5.mlp.experts.*.gate_proj.weight``: see :func:`group_experts`)."""
 
     name: str
     dtype: str
     shape: tuple[int, ...]
+    count: int = 1
 
     @property
     def numel(self) -> int:
+        """Elements of one tensor."""
         return math.prod(self.shape)
 
     @property
     def nbytes(self) -> int:
+        """Bytes of one tensor."""
         return (self.numel * DTYPE_BITS[self.dtype] + 7) // 8
+
+
+#: The expert index of a per-expert tensor name (``...mlp.experts.17.w1.weight``; Mixtral's
+#: ``block_sparse_moe.experts.7.``): the one index segment :func:`group_experts` folds.
+_EXPERT_INDEX_RE = re.compile(r"\.experts\.\d+\.")
+
+
+def expert_group_name(name: str) -> str:
+    """``name`` with its expert index replaced by ``*`` (unchanged if it has none)."""
+    return _EXPERT_INDEX_RE.sub(".experts.*.", name, count=1) if ".experts." in name else name
+
+
+def group_experts(tensors: "Iterable[TensorInfo]") -> tuple[TensorInfo, ...]:
+    """Fold the per-expert tensors of each layer and module into one :class:`TensorInfo` with a count.
+
+    DeepSeek-V3 stores 61 layers x 256 experts x 3 projections (x 2 with FP8 scales): 91,991 tensors
+    whose names differ only in the expert index. Nothing after the metadata reads that index, and every
+    total (parameters, bytes, Linear modules) is a sum, so the model picture keeps one entry per
+    (layer, module, dtype, shape) instead: 1,721 entries for DeepSeek-V3, the same counts to the element.
+    Other tensors pass through unchanged, in order; a group takes the place of its first member."""
+    groups: dict[tuple[str, str, tuple[int, ...]], int] = {}
+    for t in tensors:
+        key = (expert_group_name(t.name), t.dtype, t.shape)
+        groups[key] = groups.get(key, 0) + t.count
+    return tuple(TensorInfo(n, d, s, c) for (n, d, s), c in groups.items())
 
 
 _REPO_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")

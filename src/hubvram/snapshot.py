@@ -6,6 +6,7 @@ One reviewable JSON file per model (``<org>--<name>.json``), format ``hubvram-sn
      "recorded": "YYYY-MM-DD", "config": {...config.json as published...},
      "config_source": "where config.json was copied from",
      "tensors": [[name, dtype, [shape...]], ...] | null,   # null: derived from config.json on load
+                # (a 4th element, count, folds the routed experts of one layer and module: "experts.*")
      "tensors_source": "safetensors headers at <sha>" | "derived from config.json ...",
      "published_total": 8030261248 | null, "published_total_source": "...", "notes": [...],
      "index": {"file": "model.safetensors.index.json", "total_size": 16060522496,
@@ -22,10 +23,10 @@ import json
 import re
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 from .errors import CacheError
-from .metadata import DTYPE_BITS, Metadata, Provenance, TensorInfo
+from .metadata import DTYPE_BITS, Metadata, Provenance, TensorInfo, group_experts
 from .sources import derived_from_config
 
 FORMAT = "hubvram-snapshot/1"
@@ -85,8 +86,10 @@ def read_entry(data: bytes, *, file: str) -> dict[str, Any]:
         if not isinstance(tensors, list):
             raise fail("tensors must be a list or null")
         for t in tensors:
-            if (not isinstance(t, list) or len(t) != 3 or not isinstance(t[0], str) or t[1] not in DTYPE_BITS
-                    or not isinstance(t[2], list) or not all(type(d) is int and d >= 0 for d in t[2])):
+            if (not isinstance(t, list) or len(t) not in (3, 4) or not isinstance(t[0], str)
+                    or t[1] not in DTYPE_BITS or not isinstance(t[2], list)
+                    or not all(type(d) is int and d >= 0 for d in t[2])
+                    or (len(t) == 4 and (type(t[3]) is not int or t[3] < 1))):
                 raise fail(f"malformed tensor entry {str(t)[:60]}")
     rev = obj.get("revision")
     if rev is not None and not (isinstance(rev, str) and re.fullmatch(r"[0-9a-f]{40}", rev)):
@@ -114,11 +117,22 @@ def entry_to_metadata(obj: Mapping[str, Any], *, file: str, source: str = "snaps
         return derived_from_config(mid, obj.get("revision"), source, dict(obj["config"]), index.get("total_size"),
                                    index.get("weight_map"), config_origin=origin, revision=revision,
                                    recorded=recorded, notes=notes, index_file=index.get("file"))
-    tensors = tuple(TensorInfo(n, d, tuple(s)) for n, d, s in obj["tensors"])
+    tensors = tensors_from_json(obj["tensors"])
     return Metadata(model_id=mid, revision=obj.get("revision"), source=source,  # type: ignore[arg-type]
                     config=dict(obj["config"]), tensors=tensors, tensors_from="safetensors",
                     provenance=Provenance(config=origin, tensors=obj.get("tensors_source") or "snapshot",
                                           revision=revision, recorded=recorded, notes=notes))
+
+
+def tensors_to_json(tensors: Iterable[TensorInfo]) -> list[list[Any]]:
+    """``[name, dtype, shape]``, or ``[name, dtype, shape, count]`` for a group of routed experts."""
+    return [[t.name, t.dtype, list(t.shape)] + ([t.count] if t.count != 1 else []) for t in tensors]
+
+
+def tensors_from_json(items: Iterable[Sequence[Any]]) -> tuple[TensorInfo, ...]:
+    """The inverse of :func:`tensors_to_json` (items validated by :func:`read_entry`); per-expert lists of
+    older entries are folded as a fresh read would fold them (:func:`hubvram.metadata.group_experts`)."""
+    return group_experts(TensorInfo(t[0], t[1], tuple(t[2]), t[3] if len(t) == 4 else 1) for t in items)
 
 
 def metadata_to_entry(meta: Metadata, *, recorded: str, config_source: str | None = None,
@@ -131,8 +145,7 @@ def metadata_to_entry(meta: Metadata, *, recorded: str, config_source: str | Non
         "config_source": config_source or meta.provenance.config,
         "config": dict(meta.config),
         "tensors_source": meta.provenance.tensors,
-        "tensors": [[t.name, t.dtype, list(t.shape)] for t in meta.tensors] if meta.tensors_from == "safetensors"
-        else None,
+        "tensors": tensors_to_json(meta.tensors) if meta.tensors_from == "safetensors" else None,
         "published_total": published_total,
         "published_total_source": published_total_source,
         "notes": list(meta.provenance.notes),

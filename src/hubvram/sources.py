@@ -21,7 +21,7 @@ from .config import load_config_bytes
 from .errors import ConfigError, HeaderError
 from .inventory import tensors_from_config
 from .jsonlimits import too_deep
-from .metadata import Metadata, ModelRef, Provenance, TensorInfo
+from .metadata import Metadata, ModelRef, Provenance, TensorInfo, expert_group_name, group_experts
 from .safetensors import _SURROGATE_ESCAPE_RE, header_length, header_read_size, parse_header
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -201,7 +201,7 @@ def from_hub(ref: ModelRef, client: "HubClient") -> Metadata:
 def _from_headers(model: str, sha: str | None, source: str, config: dict[str, Any],
                   headers: Mapping[str, tuple[TensorInfo, ...]], index_total: int | None,
                   provenance: Provenance, files: tuple[str, ...] = ()) -> Metadata:
-    tensors = tuple(t for shard in sorted(headers) for t in headers[shard])
+    tensors = group_experts(t for shard in sorted(headers) for t in headers[shard])
     return Metadata(model_id=model, revision=sha, source=source, config=config,  # type: ignore[arg-type]
                     tensors=tensors, tensors_from="safetensors", provenance=provenance,
                     index_total_size=index_total, files=files)
@@ -223,16 +223,17 @@ def derived_from_config(model: str, sha: str | None, source: str, config: dict[s
     tensors, inv_notes = tensors_from_config(config, model=model)
     warnings = list(inv_notes)
     if weight_map:
-        known = {t.name for t in tensors}
-        extra = [n for n in weight_map if n not in known]
+        known = {expert_group_name(t.name) for t in tensors}
+        extra = [n for n in weight_map if expert_group_name(n) not in known]
         rot = rotary_dim(config)
         tensors = tensors + tuple(TensorInfo(n, "F32", (rot // 2,)) for n in extra if n.endswith(".inv_freq"))
         unknown = [n for n in extra if not n.endswith(".inv_freq")]
         if unknown:
             warnings.append(f"{index_file} lists {len(unknown)} tensor(s) the config layout does not produce, "
                             f"e.g. {unknown[0]!r}")
+    tensors = group_experts(tensors)
     if index_total is not None:
-        stored = sum(t.nbytes for t in tensors)
+        stored = sum(t.nbytes * t.count for t in tensors)
         if stored != index_total:
             warnings.append(f"{index_file} total_size {index_total} != {stored} bytes derived "
                             "from config.json (the checkpoint may store buffers or a different dtype)")

@@ -190,8 +190,9 @@ def _build(arch: Architecture) -> ModelProfile:
             role = "other"
         q5 = role == "linear"                       # tf5: fused experts and routers are not nn.Linear
         q4 = role in ("linear", "router") or (role == "expert" and t.is_linear)
-        shape = tuple(t.shape) if t.params == t.stored_elements else (t.params,)
-        agg[(role, t.params, q5, q4, t.group, t.module if role in ("linear", "expert") else None, shape)] += 1
+        params = t.params // t.count  # of one tensor (an entry may stand for all experts of a layer)
+        shape = tuple(t.shape) if t.params == t.stored_elements else (params,)
+        agg[(role, params, q5, q4, t.group, t.module if role in ("linear", "expert") else None, shape)] += t.count
     tensors = tuple(TensorClass(role=r, numel=n, count=c, quantizable=q5, quantizable_tf4=q4, group=g, module=m,
                                 shape=sh)
                     for (r, n, q5, q4, g, m, sh), c in sorted(agg.items(), key=lambda kv: (kv[0][0], -kv[0][1])))
