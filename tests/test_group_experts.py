@@ -57,6 +57,8 @@ def test_folded_architecture_equals_unfolded(model_id, raw, folded):
     meta = snapshot.load(model_id)
     unfolded, _ = tensors_from_config(meta.config)
     assert (len(unfolded), len(meta.tensors)) == (raw, folded)
+    # the inventory folds as it goes (no per-expert names made), exactly as group_experts folds afterwards
+    assert tensors_from_config(meta.config, fold_experts=True)[0] == group_experts(unfolded) == meta.tensors
     a = describe(meta)
     b = describe(dataclasses.replace(meta, tensors=unfolded))
     assert a.counts == b.counts and a.linears == b.linears and a.warnings == b.warnings

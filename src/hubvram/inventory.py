@@ -9,12 +9,28 @@ published totals in tests/test_counts.py.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Mapping
 
 from .config import Dims, dims_from_config, text_config_of
 from .metadata import TORCH_DTYPE_TO_ST, TensorInfo
 
-Emit = Iterator[tuple[str, tuple[int, ...]]]
+
+@dataclass(frozen=True)
+class _Experts:
+    """``count`` routed experts of one layer, each storing ``items`` under ``<prefix><index>.``."""
+
+    prefix: str                                      # "model.layers.3.mlp.experts."
+    count: int
+    items: tuple[tuple[str, tuple[int, ...]], ...]   # ("gate_proj.weight", (inter, h)), ...
+
+    def tensors(self, dtype: str, fold: bool) -> list[TensorInfo]:
+        if fold:
+            return [TensorInfo(f"{self.prefix}*.{n}", dtype, s, self.count) for n, s in self.items]
+        return [TensorInfo(f"{self.prefix}{j}.{n}", dtype, s) for j in range(self.count) for n, s in self.items]
+
+
+Emit = Iterator["tuple[str, tuple[int, ...]] | _Experts"]
 
 
 def storage_dtype(config: Mapping[str, Any]) -> str:
@@ -24,8 +40,12 @@ def storage_dtype(config: Mapping[str, Any]) -> str:
     return TORCH_DTYPE_TO_ST.get(str(raw).replace("torch.", ""), "F32")
 
 
-def tensors_from_config(config: Mapping[str, Any], *, model: str = "?") -> tuple[tuple[TensorInfo, ...], list[str]]:
-    """Return the tensors a checkpoint of this config stores, and notes on what was assumed."""
+def tensors_from_config(config: Mapping[str, Any], *, model: str = "?",
+                        fold_experts: bool = False) -> tuple[tuple[TensorInfo, ...], list[str]]:
+    """Return the tensors a checkpoint of this config stores, and notes on what was assumed.
+
+    ``fold_experts``: each layer's routed experts as :func:`hubvram.metadata.group_experts` folds them
+    (one entry per module with a count), without making the per-expert names first."""
     dims = dims_from_config(config, model=model)
     cfg, _ = text_config_of(config)
     builder = _BUILDERS.get(dims.family)
@@ -35,7 +55,13 @@ def tensors_from_config(config: Mapping[str, Any], *, model: str = "?") -> tuple
                      "generic Llama-style decoder layout (check the count against the Hub)")
         builder = _llama
     dtype = storage_dtype(config)
-    tensors = [TensorInfo(n, dtype if not n.endswith(".inv_freq") else "F32", s) for n, s in builder(dims, cfg)]
+    tensors: list[TensorInfo] = []
+    for item in builder(dims, cfg):
+        if isinstance(item, _Experts):
+            tensors += item.tensors(dtype, fold_experts)
+        else:
+            n, s = item
+            tensors.append(TensorInfo(n, dtype if not n.endswith(".inv_freq") else "F32", s))
     fp8 = _fp8_block(config)
     if fp8:
         tensors = list(_apply_fp8(tensors, fp8))
@@ -115,17 +141,13 @@ def _moe(p: str, d: Dims, cfg: Mapping[str, Any]) -> Emit:
     h, e, inter = d.hidden_size, d.moe.num_experts, d.moe.expert_intermediate
     if d.family == "mixtral":
         yield p + "block_sparse_moe.gate.weight", (e, h)
-        for j in range(e):
-            q = f"{p}block_sparse_moe.experts.{j}."
-            yield q + "w1.weight", (inter, h)
-            yield q + "w2.weight", (h, inter)
-            yield q + "w3.weight", (inter, h)
+        yield _Experts(f"{p}block_sparse_moe.experts.", e,
+                       (("w1.weight", (inter, h)), ("w2.weight", (h, inter)), ("w3.weight", (inter, h))))
         return
     yield p + "mlp.gate.weight", (e, h)
     if cfg.get("topk_method") == "noaux_tc":
         yield p + "mlp.gate.e_score_correction_bias", (e,)
-    for j in range(e):
-        yield from _gated(f"{p}mlp.experts.{j}.", h, inter)
+    yield _Experts(f"{p}mlp.experts.", e, tuple(_gated("", h, inter)))  # type: ignore[arg-type]
     if d.moe.shared_experts:
         if d.family in ("deepseek_v2", "deepseek_v3"):
             yield from _gated(p + "mlp.shared_experts.", h, d.moe.shared_intermediate)
@@ -301,7 +323,7 @@ def _apply_fp8(tensors: list[TensorInfo], block: tuple[int, int]) -> Iterator[Te
     for t in tensors:
         if len(t.shape) == 2 and t.name.endswith(".weight") and not t.name.endswith(_FP8_KEEP) \
                 and "norm" not in t.name.rsplit(".", 2)[-2]:
-            yield TensorInfo(t.name, "F8_E4M3", t.shape)
-            yield TensorInfo(t.name + "_scale_inv", "F32", (-(-t.shape[0] // bo), -(-t.shape[1] // bi)))
+            yield TensorInfo(t.name, "F8_E4M3", t.shape, t.count)
+            yield TensorInfo(t.name + "_scale_inv", "F32", (-(-t.shape[0] // bo), -(-t.shape[1] // bi)), t.count)
         else:
             yield t

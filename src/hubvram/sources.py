@@ -220,7 +220,7 @@ def derived_from_config(model: str, sha: str | None, source: str, config: dict[s
     be checked to the byte; other unknown names are reported.
     """
     index_file = index_file or BIN_INDEX
-    tensors, inv_notes = tensors_from_config(config, model=model)
+    tensors, inv_notes = tensors_from_config(config, model=model, fold_experts=True)
     warnings = list(inv_notes)
     if weight_map:
         known = {expert_group_name(t.name) for t in tensors}
