@@ -98,6 +98,7 @@ def test_clear_one_model_removes_only_its_entries(two_models, fresh_env, network
     assert re.fullmatch(r"removed 4 HTTP cache entries and 0 imported files \([\d.]+ KiB\) for org/tiny\n", r.stdout)
     after = dict(rows(fresh_env))
     assert len(after) == 4 and all(before[k] == n for k, n in after.items())
+    assert [p.name for p in (fresh_env / "memo").iterdir()] == [f"org--other@{two_models['org/other']}.json"]
     assert [m["model_id"] for m in cli_json("cache", "ls")["models"]] == ["org/other"]
     attempts = network_off()
     assert cli("org/tiny", "--offline").exit_code == EXIT_HUB
@@ -129,8 +130,14 @@ def test_clear_reports_what_it_removed(two_models, fresh_env, tmp_path):
     db = fresh_env / "http_cache.sqlite"
     size = sum(os.path.getsize(p) for p in (db, f"{db}-wal", f"{db}-shm") if os.path.exists(p))
     size += sum(p.stat().st_size for p in (fresh_env / "metadata").iterdir())
-    assert cli_json("cache", "clear") == {"model": None, "http_entries": 8, "store_files": 2, "bytes": size}
-    assert cli_json("cache", "clear") == {"model": None, "http_entries": 0, "store_files": 0, "bytes": 0}
+    memo = sorted(p.name for p in (fresh_env / "memo").iterdir())  # one per model and commit, made by warm
+    assert memo == [f"org--other@{two_models['org/other']}.json", f"org--tiny@{two_models['org/tiny']}.json"]
+    size += sum(p.stat().st_size for p in (fresh_env / "memo").iterdir())
+    assert cli_json("cache", "clear") == {"model": None, "http_entries": 8, "store_files": 2, "bytes": size,
+                                          "memo_files": 2}
+    assert list((fresh_env / "memo").iterdir()) == []
+    assert cli_json("cache", "clear") == {"model": None, "http_entries": 0, "store_files": 0, "bytes": 0,
+                                          "memo_files": 0}
 
 
 def test_ls_and_clear_cover_imported_metadata(two_models, fresh_env, tmp_path):
@@ -143,7 +150,7 @@ def test_ls_and_clear_cover_imported_metadata(two_models, fresh_env, tmp_path):
     assert [(m["model_id"], m["refs"], m["shas"], m["entries"]) for m in imported] == \
         [("org/tiny", {"main": two_models["org/tiny"]}, [two_models["org/tiny"]], 1)]
     assert cli_json("cache", "clear", "org/tiny") | {"bytes": 0} == \
-        {"model": "org/tiny", "http_entries": 0, "store_files": 2, "bytes": 0}
+        {"model": "org/tiny", "http_entries": 0, "store_files": 2, "bytes": 0, "memo_files": 0}
     assert [m["model_id"] for m in cli_json("cache", "ls")["models"]] == ["org/other"]
 
 

@@ -7,6 +7,7 @@ import gzip
 import json
 import os
 import pickle
+import shutil
 import sqlite3
 import stat
 from pathlib import Path
@@ -114,6 +115,7 @@ def test_a_pickle_planted_in_the_cache_is_never_loaded(hub_env, tmp_path):
     con.commit()
     con.close()
     hub_env.hub.requests.clear()
+    shutil.rmtree(hub_env.db.parent / "memo")  # (the memo would answer without reading a row)
     assert hub_env.total(QWEN) == MODELS[QWEN][1]  # every row unreadable: a miss, fetched again
     assert not evil.marker.exists()
     assert any(x.server == "cdn" for x in hub_env.hub.requests)

@@ -535,6 +535,7 @@ class ClearResult:
     http_entries: int      # response rows removed
     store_files: int       # imported entry and branch files removed
     bytes: int             # bytes of the rows and files removed (the SQLite file shrinks by VACUUM)
+    memo_files: int = 0    # metadata memo files removed (hubvram.memo: derived from the rows, go with them)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -558,7 +559,8 @@ def clear(model: str | None = None, cache_dir: str | os.PathLike | None = None) 
         for p in files:
             n_bytes += p.stat().st_size
             p.unlink()
-        return ClearResult(None, n_rows, len(files), n_bytes)
+        n_memo, memo_bytes = _clear_memo(root, None)
+        return ClearResult(None, n_rows, len(files), n_bytes + memo_bytes, n_memo)
     if "@" in model:
         raise ModelRefError("give a model id without @revision (clear removes every revision)", model=model)
     ref = ModelRef.parse(model)
@@ -587,7 +589,23 @@ def clear(model: str | None = None, cache_dir: str | os.PathLike | None = None) 
             n_bytes += p.stat().st_size
             p.unlink()
             removed += 1
-    return ClearResult(ref.repo_id, len(keys), removed, n_bytes)
+    n_memo, memo_bytes = _clear_memo(root, ref.repo_id)
+    return ClearResult(ref.repo_id, len(keys), removed, n_bytes + memo_bytes, n_memo)
+
+
+def _clear_memo(root: Path, repo_id: str | None) -> tuple[int, int]:
+    """Remove the memo files (of one model): (files, bytes)."""
+    from . import memo
+
+    paths = memo.files(root, repo_id)
+    n_bytes = 0
+    for p in paths:
+        try:
+            n_bytes += p.stat().st_size
+            p.unlink()
+        except FileNotFoundError:  # another run cleared it meanwhile
+            pass
+    return len(paths), n_bytes
 
 
 # --------------------------------------------------------------------------------------------------

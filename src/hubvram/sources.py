@@ -155,8 +155,43 @@ def from_local(ref: ModelRef) -> Metadata:
 # Hub
 # --------------------------------------------------------------------------------------------------
 def from_hub(ref: ModelRef, client: "HubClient") -> Metadata:
+    """Resolve the revision, then the memoized Metadata of that commit (:mod:`hubvram.memo`) or the plan above."""
     model = ref.repo_id
     info = client.repo_info(model, ref.revision or "main", prefetch=("config.json", SAFETENSORS_INDEX))
+    meta = memo_lookup(client, model, info.sha)
+    if meta is None:
+        meta = _from_hub_files(model, info, client)
+        memo_store(client, meta)
+    return meta
+
+
+def _memo_place(client: Any) -> tuple[Any, str] | None:
+    """(cache folder, endpoint) of a client that has them, else None (no memo for stand-ins)."""
+    cache_dir, endpoint = getattr(client, "cache_dir", None), getattr(client, "endpoint", None)
+    return (cache_dir, endpoint) if cache_dir is not None and isinstance(endpoint, str) else None
+
+
+def memo_lookup(client: Any, model: str, sha: str) -> Metadata | None:
+    """The memoized Metadata for ``model`` at ``sha`` from ``client``'s cache; online, no older than its max_age."""
+    place = _memo_place(client)
+    if place is None:
+        return None
+    from . import memo
+
+    online = not getattr(client, "offline", True)
+    return memo.lookup(model, sha, endpoint=place[1], cache_dir=place[0],
+                       max_age=getattr(client, "max_age", None) if online else None)
+
+
+def memo_store(client: Any, meta: Metadata) -> None:
+    place = _memo_place(client)
+    if place is not None:
+        from . import memo
+
+        memo.store(meta, endpoint=place[1], cache_dir=place[0])
+
+
+def _from_hub_files(model: str, info: Any, client: "HubClient") -> Metadata:
     sha = info.sha
     files = set(info.files)
     config = load_config_bytes(client.fetch_file(model, sha, "config.json"), model=model)
