@@ -93,8 +93,8 @@ def test_online_a_branch_is_still_resolved_then_the_memo_of_its_commit_answers(f
 
 
 @pytest.mark.parametrize("damage", [
-    "garbage", "truncated", "empty", "other-code", "other-endpoint", "other-model", "bad-tensor", "not-object",
-    "deep", "pickle",
+    "garbage", "truncated", "empty", "other-code", "other-endpoint", "other-model", "bad-tensor", "bad-dim",
+    "bad-count", "not-object", "deep", "pickle",
 ])
 def test_a_doubtful_memo_file_is_a_miss_and_is_rewritten(fakehub, tmp_path, fetched, damage):
     sha, _, online = fetched
@@ -122,6 +122,10 @@ def test_a_doubtful_memo_file_is_a_miss_and_is_rewritten(fakehub, tmp_path, fetc
             doc["metadata"]["model_id"] = "org/other"
         elif damage == "bad-tensor":
             doc["metadata"]["tensors"][0][2] = [-1]
+        elif damage == "bad-dim":
+            doc["metadata"]["tensors"][0][2] = ["64", 1]
+        elif damage == "bad-count":
+            doc["metadata"]["tensors"][5].append(0)
         path.write_text(json.dumps(doc))
     assert memo.lookup(REPO, sha, endpoint=fakehub.endpoint, cache_dir=tmp_path) is None
     with _client(fakehub, tmp_path, offline=True) as c:  # the HTTP cache answers, the memo is made again

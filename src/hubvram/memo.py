@@ -143,9 +143,12 @@ def _strings(v: Any) -> tuple[str, ...]:
 
 
 def _valid_tensor(t: Any) -> bool:
-    return (isinstance(t, list) and len(t) in (3, 4) and isinstance(t[0], str) and t[1] in DTYPE_BITS
-            and isinstance(t[2], list) and all(type(d) is int and d >= 0 for d in t[2])
-            and (len(t) == 3 or (type(t[3]) is int and t[3] >= 1)))
+    if type(t) is not list or len(t) not in (3, 4) or type(t[0]) is not str or t[1] not in DTYPE_BITS:
+        return False
+    shape = t[2]
+    if type(shape) is not list or (shape and (min(shape) < 0 or not all(type(d) is int for d in shape))):
+        return False  # (min before the type check: a string among ints raises TypeError, a miss too)
+    return len(t) == 3 or (type(t[3]) is int and t[3] >= 1)
 
 
 def metadata_from_json(obj: Any) -> Metadata | None:
@@ -162,7 +165,8 @@ def metadata_from_json(obj: Any) -> Metadata | None:
             and (total is None or (type(total) is int and total >= 0))):
         return None
     return Metadata(model_id=obj["model_id"], revision=obj["revision"], source="hub", config=obj["config"],
-                    tensors=tensors_from_json(tensors), tensors_from=obj["tensors_from"],
+                    tensors=tensors_from_json(tensors, fold=False),  # written folded by this very code
+                    tensors_from=obj["tensors_from"],
                     provenance=Provenance(config=p["config"], tensors=p["tensors"], revision=p["revision"],
                                           recorded=p["recorded"], notes=_strings(p["notes"])),
                     index_total_size=total, files=_strings(obj["files"]), warnings=_strings(obj["warnings"]))

@@ -129,10 +129,12 @@ def tensors_to_json(tensors: Iterable[TensorInfo]) -> list[list[Any]]:
     return [[t.name, t.dtype, list(t.shape)] + ([t.count] if t.count != 1 else []) for t in tensors]
 
 
-def tensors_from_json(items: Iterable[Sequence[Any]]) -> tuple[TensorInfo, ...]:
+def tensors_from_json(items: Iterable[Sequence[Any]], *, fold: bool = True) -> tuple[TensorInfo, ...]:
     """The inverse of :func:`tensors_to_json` (items validated by :func:`read_entry`); per-expert lists of
-    older entries are folded as a fresh read would fold them (:func:`hubvram.metadata.group_experts`)."""
-    return group_experts(TensorInfo(t[0], t[1], tuple(t[2]), t[3] if len(t) == 4 else 1) for t in items)
+    older entries are folded as a fresh read would fold them (:func:`hubvram.metadata.group_experts`)
+    unless ``fold`` is false (items known to be written folded)."""
+    tensors = (TensorInfo(t[0], t[1], tuple(t[2]), t[3] if len(t) == 4 else 1) for t in items)
+    return group_experts(tensors) if fold else tuple(tensors)
 
 
 def metadata_to_entry(meta: Metadata, *, recorded: str, config_source: str | None = None,
