@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
 from .gpus import GPU
-from .parallel import ModelLayout, Plan, PerGPU, model_layout, per_gpu
+from .parallel import Figures, ModelLayout, Plan, PerGPU, Replica, model_layout, per_gpu
 
 __all__ = [
     "LADDER", "MAX_GPUS", "GPUS_PER_NODE", "FIT_FIGURE", "HOST_RAM_PER_NODE", "FitRequest", "Verdict", "Advice", "MatrixRow",
@@ -61,7 +61,7 @@ def _default_estimator() -> Estimator:
 HOST_RAM_PER_NODE = 1 << 40
 
 
-def fits(pg: PerGPU, gpu: GPU, host_ram: int | None = HOST_RAM_PER_NODE) -> bool:
+def fits(pg: PerGPU | Figures, gpu: GPU, host_ram: int | None = HOST_RAM_PER_NODE) -> bool:
     """The per-GPU reserved figure fits in the GPU's usable memory (and an offload in the node's RAM)."""
     return getattr(pg, FIT_FIGURE) <= gpu.usable_bytes and (host_ram is None or pg.host_bytes_per_node <= host_ram)
 
@@ -197,50 +197,49 @@ class Verdict:
 
 def fit_plan(est: Any, layout: ModelLayout, gpu: GPU, *, ladder: Sequence[tuple[str, str | None]] = LADDER,
              max_gpus: int = MAX_GPUS, nodes: int = 1, host_ram: int | None = HOST_RAM_PER_NODE,
-             memo: dict[Plan, PerGPU] | None = None) -> Verdict:
+             replica: Replica | None = None) -> Verdict:
     """The verdict for one estimate on one GPU: one GPU, else the fewest GPUs over ``ladder``.
 
     GPU-resident strategies are preferred to optimizer offload, and that to parameter offload, whatever the
     counts (:data:`OFFLOAD_RANK`); within a tier the smallest GPU count wins and ties go to the earlier
     (cheaper) strategy. Per-GPU memory is
     non-increasing in N under every sharding strategy, so each strategy's minimum is a bisection over
-    :func:`gpu_counts` (about log2(15) per_gpu calls). An offload plan must also leave the host RAM it needs
+    :func:`gpu_counts` (about log2(15) plans computed). An offload plan must also leave the host RAM it needs
     per node within ``host_ram`` (constant in N up to one node, then falling: still monotone).
-    ``memo`` keeps per-GPU figures by plan across calls for the same estimate (they do not depend on the
-    GPU judged, so a fit-matrix row computes each plan once for all its columns).
+    The search compares per-GPU figures alone; only the plans a verdict names get their full breakdown.
+    ``replica``: ``Replica(est, layout)`` shared across calls for the same estimate (per-GPU figures do not
+    depend on the GPU judged, so a fit-matrix row computes each plan once for all its columns).
     """
-    memo = {} if memo is None else memo
-
-    def at(plan: Plan) -> PerGPU:
-        pg = memo.get(plan)
-        if pg is None:
-            pg = memo[plan] = per_gpu(est, plan, layout)
-        return pg
+    replica = Replica(est, layout) if replica is None else replica
+    at = replica.figures
 
     single = at(Plan())
     counts = gpu_counts(max_gpus, nodes)
     if nodes == 1 and fits(single, gpu):
-        return Verdict(gpu, True, 1, Plan(), single, max_gpus, single)
-    best_rank, best_k, best_pg = 0, len(counts), None  # best_k: index into counts of the best count so far
-    leanest: PerGPU | None = None
+        one = replica.per_gpu(Plan())
+        return Verdict(gpu, True, 1, Plan(), one, max_gpus, one)
+    best_rank, best_k, best = 0, len(counts), None  # best_k: index into counts of the best count so far
+    leanest: Figures | None = None
     for strategy, offload in sorted(ladder, key=lambda r: OFFLOAD_RANK[r[1]]):  # stable: ladder order per tier
         rank = OFFLOAD_RANK[offload]
-        if best_pg is not None and rank > best_rank:
+        if best is not None and rank > best_rank:
             break  # a cheaper tier already fits: costlier tiers cannot win
-        def pg_at(k: int, s=strategy, o=offload) -> PerGPU:
+        def figures_at(k: int, s=strategy, o=offload) -> Figures:
             return at(_plan(s, counts[k], nodes, o))
 
         # only a strictly smaller count can beat an earlier rung of the same tier
-        k = _first_true(best_k, lambda j: fits(pg_at(j), gpu, host_ram))
+        k = _first_true(best_k, lambda j: fits(figures_at(j), gpu, host_ram))
         if k is not None:
-            best_rank, best_k, best_pg = rank, k, pg_at(k)
-        elif best_pg is None:
-            at_cap = pg_at(len(counts) - 1)
+            best_rank, best_k, best = rank, k, figures_at(k)
+        elif best is None:
+            at_cap = figures_at(len(counts) - 1)
             if leanest is None or getattr(at_cap, FIT_FIGURE) < getattr(leanest, FIT_FIGURE):
                 leanest = at_cap
-    if best_pg is None:
-        return Verdict(gpu, False, None, None, leanest or single, max_gpus, single)
-    return Verdict(gpu, fits(single, gpu) and nodes == 1, best_pg.plan.gpus, best_pg.plan, best_pg, max_gpus, single)
+    one = replica.per_gpu(Plan())
+    if best is None:
+        return Verdict(gpu, False, None, None, replica.per_gpu((leanest or single).plan), max_gpus, one)
+    return Verdict(gpu, fits(single, gpu) and nodes == 1, best.plan.gpus, best.plan,
+                   replica.per_gpu(best.plan), max_gpus, one)
 
 
 def fit(arch: Any, setup: Any, gpu: GPU, *, estimator: Estimator | None = None, **kw: Any) -> Verdict:
@@ -265,15 +264,16 @@ def fit_matrix(arch: Any, setups: Mapping[str, Any], gpus: Sequence[GPU], *, est
     estimator = estimator or _default_estimator()
     rows = []
     for label, setup in setups.items():
-        cache: dict[Any, tuple[Any, ModelLayout, dict]] = {}
+        cache: dict[Any, tuple[Any, ModelLayout, Replica]] = {}
         verdicts = []
         for gpu in gpus:
             s = adapt_setup(setup, gpu) if adapt else setup
             if s not in cache:
-                cache[s] = (estimator(arch, s), model_layout(arch, s), {})
-            est, layout, memo = cache[s]
+                est, layout = estimator(arch, s), model_layout(arch, s)
+                cache[s] = (est, layout, Replica(est, layout))
+            est, layout, replica = cache[s]
             v = fit_plan(est, layout, gpu, ladder=ladder, max_gpus=max_gpus, nodes=nodes, host_ram=host_ram,
-                         memo=memo)
+                         replica=replica)
             verdicts.append(dataclasses.replace(v, precision=s.precision) if s is not setup else v)
         rows.append(MatrixRow(label, setup, cache[setup][0] if setup in cache else estimator(arch, setup),
                               tuple(verdicts)))

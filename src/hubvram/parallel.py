@@ -24,6 +24,7 @@ the component's name).
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import weakref
@@ -34,8 +35,8 @@ from .errors import InputError
 from .memory.component import Component
 
 __all__ = [
-    "STRATEGIES", "OFFLOADS", "CATEGORIES", "Plan", "PlanError", "ModelLayout", "Part", "PerGPU",
-    "category", "model_layout", "per_gpu",
+    "STRATEGIES", "OFFLOADS", "CATEGORIES", "MODEL_STATES", "Plan", "PlanError", "ModelLayout", "Part", "PerGPU",
+    "Figures", "Replica", "category", "model_layout", "per_gpu", "shard_divisor", "offloaded",
     "zero_paper_model_states", "deepspeed_zero2_model_states", "deepspeed_zero3_model_states",
     "zero3_gather_bytes", "fsdp_unsharded_bytes", "ddp_bucket_bytes", "sharded", "host_ram_bytes",
     "deepspeed_offload_host_bytes", "deepspeed_mixed_precision", "Term",
@@ -455,6 +456,11 @@ _DS_SOURCE = ("DeepSpeed runtime/zero/stage_1_and_2.py / stage3.py: 16-bit param
 _ADAM_FAMILY = ("adamw", "adamw-foreach", "paged-adamw")
 
 
+def _deepspeed_rewrites(setup: Any) -> bool:
+    """Does DeepSpeed's own mixed precision change this setup's components (a 16-bit full fine-tune)?"""
+    return _setup_get(setup, "method", "full") == "full" and _setup_get(setup, "precision", "bf16") != "fp32"
+
+
 def deepspeed_mixed_precision(est: Any) -> tuple[Any, ...]:
     """The components as DeepSpeed ZeRO runs a 16-bit full fine-tune, whatever the single-GPU recipe.
 
@@ -467,7 +473,7 @@ def deepspeed_mixed_precision(est: Any) -> tuple[Any, ...]:
     LoRA/QLoRA adapters are tiny and fp32 runs have no master copy.
     """
     setup = getattr(est, "setup", None)
-    if _setup_get(setup, "method", "full") != "full" or _setup_get(setup, "precision", "bf16") == "fp32":
+    if not _deepspeed_rewrites(setup):
         return tuple(est.components)
     t = int(getattr(est, "trainable_params", 0) or 0)
     amp = str(_setup_get(setup, "precision", "")).startswith("amp")
@@ -552,65 +558,132 @@ class PerGPU:
         }
 
 
+#: The categories a plan can change: divided by a ZeRO stage (:data:`SHARD_STAGE`) or moved to host RAM by an
+#: offload (:data:`OFFLOAD_MOVES`). Every other category is held whole on every GPU, whatever the plan.
+MODEL_STATES: frozenset[str] = frozenset(SHARD_STAGE).union(*OFFLOAD_MOVES.values())
+
+
+def shard_divisor(category: str, plan: Plan) -> int:
+    """How many ranks share one component of ``category``: the shard group once the plan's ZeRO stage
+    shards the category (:data:`SHARD_STAGE`), else 1 (replicated)."""
+    return plan.shard_group if plan.stage >= SHARD_STAGE.get(category, 99) else 1
+
+
+def offloaded(category: str, plan: Plan) -> bool:
+    """Does the plan's offload move ``category`` to host RAM (:data:`OFFLOAD_MOVES`)? Optimizer offload at
+    stage >= 2 moves the reduced gradient partition too (DeepSpeed copies it straight into the CPU buffer)."""
+    if plan.offload is None:
+        return False
+    return category in OFFLOAD_MOVES[plan.offload] or (
+        category == "gradients" and plan.offload == "optimizer" and plan.stage >= 2)
+
+
 def _phases(component: Any, all_phases: tuple[str, ...]) -> tuple[str, ...]:
     """The phases a component is alive in; ``()`` is a term shown for information only (alive in none)."""
     ph = getattr(component, "phases", None)
     return all_phases if ph is None else tuple(ph)
 
 
-def per_gpu(est: Any, plan: Plan, layout: ModelLayout | None = None, *, method: str | None = None) -> PerGPU:
-    """One GPU's memory for ``plan``, from the per-replica estimate ``est``. Pure; microseconds.
+@dataclass(frozen=True)
+class _Term:
+    """One component of the replica as the sharding rules read it (worked out once per estimate)."""
 
-    Each component is divided by the shard group when the plan's ZeRO stage shards its category
-    (:data:`SHARD_STAGE`), moved to host RAM when the offload covers it (:data:`OFFLOAD_MOVES`), and kept
-    whole otherwise. The strategy's own buffers are added in the phases where they live: gather buffers
-    wherever activations are live (forward/backward), DDP buckets wherever gradients are live.
-    The peak is re-taken over phases; reserved and device scale from the estimate (see
-    :func:`_reserved_device`).
-    """
-    method = method or _setup_get(getattr(est, "setup", None), "method", "full")
-    known_only = _is_memory_estimate(est)
-    comps = deepspeed_mixed_precision(est) if (known_only and plan.strategy.startswith("zero")) \
-        else tuple(est.components)
-    all_phases = tuple(est.phase_bytes) if getattr(est, "phase_bytes", None) else ("step",)
-    stage, group = plan.stage, plan.shard_group
-    moves = OFFLOAD_MOVES.get(plan.offload or "", frozenset())
+    component: Any
+    category: str
+    replica_bytes: int
+    phases: tuple[str, ...]         # as its Part shows them
+    summed_in: tuple[str, ...]      # the estimate's phases it counts in, once each
+    evictable: bool
+    static: bool                    # one of the memory model's STATIC_COMPONENTS (the fragmentation base)
+
+
+def _term(c: Any, method: str, known_only: bool, all_phases: tuple[str, ...], static_names: Any) -> _Term:
+    phases = _phases(c, all_phases)
+    return _Term(component=c, category=category(c, method, known_only), replica_bytes=int(c.bytes),
+                 phases=phases, summed_in=tuple(dict.fromkeys(p for p in phases if p in all_phases)),
+                 evictable=bool(getattr(c, "evictable", False)), static=str(c.name) in static_names)
+
+
+def _part(t: _Term, divisor: int, to_host: bool) -> Part:
+    """The term as one GPU holds it: its shard when ``divisor`` > 1, in host RAM when ``to_host``."""
+    nbytes = sharded(t.replica_bytes, divisor)
+    formula = str(getattr(t.component, "formula", ""))
+    if divisor > 1:
+        formula = f"({formula}) / {divisor}" if formula else f"/ {divisor}"
+    return Part(name=str(t.component.name), category=t.category, bytes=0 if to_host else nbytes,
+                host_bytes=nbytes if to_host else 0, replica_bytes=t.replica_bytes, divisor=divisor,
+                phases=t.phases, formula=formula + (" [offloaded to host]" if to_host else ""),
+                source=str(getattr(t.component, "source", "")), evictable=t.evictable)
+
+
+def _live_in(terms: tuple[_Term, ...], cat: str, all_phases: tuple[str, ...]) -> tuple[str, ...]:
+    """The phases in which some (non-empty) component of ``cat`` is alive; every phase when none is."""
+    ph = [p for t in terms if t.category == cat and t.replica_bytes for p in t.phases]
+    return tuple(dict.fromkeys(ph)) or all_phases
+
+
+class _Components:
+    """The components one kind of plan divides, categorized: DeepSpeed's own mixed precision under ZeRO
+    (:func:`deepspeed_mixed_precision`), the replica's components otherwise. What no plan changes (every
+    category but :data:`MODEL_STATES`) is summed per phase here, once, and its Parts are made once."""
+
+    def __init__(self, comps: tuple[Any, ...], method: str, known_only: bool, all_phases: tuple[str, ...],
+                 static_names: Any) -> None:
+        self.terms = tuple(_term(c, method, known_only, all_phases, static_names) for c in comps)
+        fixed = [t for t in self.terms if t.category not in MODEL_STATES]
+        self.states = tuple(t for t in self.terms if t.category in MODEL_STATES)
+        self.fixed_phase_bytes = dict.fromkeys(all_phases, 0)
+        for t in fixed:
+            if not t.evictable:
+                for ph in t.summed_in:
+                    self.fixed_phase_bytes[ph] += t.replica_bytes
+        self.fixed_static = sum(t.replica_bytes for t in fixed if t.static)
+        self.fixed_evictable = sum(t.replica_bytes for t in fixed if t.evictable)
+        self.fixed_gathered = max((t.replica_bytes for t in fixed if t.category == "gather_buffers"), default=0)
+        self.gradients_live = _live_in(self.terms, "gradients", all_phases)
+        self.activations_live = _live_in(self.terms, "activations", all_phases)
+
+    @functools.cached_property
+    def fixed_parts(self) -> tuple[Part | None, ...]:
+        """Per term, its Part when no plan changes it (None for the model states)."""
+        return tuple(None if t.category in MODEL_STATES else _part(t, 1, False) for t in self.terms)
+
+
+@dataclass(frozen=True)
+class Figures:
+    """The numbers of a :class:`PerGPU` without its breakdown: what a fit search compares."""
+
+    plan: Plan
+    phase_bytes: Mapping[str, int]
+    peak_phase: str
+    peak_allocated_bytes: int
+    reserved_bytes: int
+    device_bytes: int
+    host_bytes_per_node: int
+
+
+def _strategy_buffers(plan: Plan, layout: ModelLayout | None, comps: _Components,
+                      gradient_bytes: int) -> tuple[list[Part], list[str]]:
+    """The buffers the strategy adds, in the phases where they live (gather buffers wherever activations
+    are live, DDP buckets wherever gradients are), and the notes on what could not be counted."""
     parts: list[Part] = []
-    for c in comps:
-        cat = category(c, method, known_only)
-        divisor = group if stage >= SHARD_STAGE.get(cat, 99) else 1
-        nbytes = sharded(int(c.bytes), divisor)
-        to_host = cat in moves or (cat == "gradients" and plan.offload == "optimizer" and stage >= 2)
-        formula = str(getattr(c, "formula", ""))
-        if divisor > 1:
-            formula = f"({formula}) / {divisor}" if formula else f"/ {divisor}"
-        parts.append(Part(name=str(c.name), category=cat, bytes=0 if to_host else nbytes,
-                          host_bytes=nbytes if to_host else 0, replica_bytes=int(c.bytes), divisor=divisor,
-                          phases=_phases(c, all_phases), formula=formula + (" [offloaded to host]" if to_host else ""),
-                          source=str(getattr(c, "source", "")), evictable=bool(getattr(c, "evictable", False))))
-
-    def live_in(cat: str) -> tuple[str, ...]:
-        ph = [p for x in parts if x.category == cat and x.replica_bytes for p in x.phases]
-        return tuple(dict.fromkeys(ph)) or all_phases
-
     notes: list[str] = []
     if plan.strategy == "ddp" and plan.gpus > 1:
-        grads = sum(x.bytes for x in parts if x.category == "gradients")
-        parts.append(Part("DDP gradient buckets", "communication_buffers", ddp_bucket_bytes(grads), 0, 0, 1,
-                          live_in("gradients"), "= gradient bytes (gradient_as_bucket_view=False)",
+        parts.append(Part("DDP gradient buckets", "communication_buffers", ddp_bucket_bytes(gradient_bytes), 0, 0,
+                          1, comps.gradients_live, "= gradient bytes (gradient_as_bucket_view=False)",
                           "PyTorch DistributedDataParallel docs, gradient_as_bucket_view"))
     if plan.stage == 3 and layout is not None:
         if plan.strategy == "zero3":
             g = zero3_gather_bytes(layout.largest_module_bytes)
             parts.append(Part(f"ZeRO-3 gather buffer ({layout.largest_module})", "gather_buffers", g, 0, 0, 1,
-                              live_in("activations"), f"2 × {layout.largest_module_bytes:,} B (largest module, "
+                              comps.activations_live, f"2 × {layout.largest_module_bytes:,} B (largest module, "
                               f"{layout.largest_module_params:,} params; = DeepSpeed 4ℓ at 16 bit)",
                               "DeepSpeed stage3.py estimate_zero3_model_states_mem_needs (largest_layer_memory)"))
         else:
             g = fsdp_unsharded_bytes(layout.root_bytes, layout.largest_layer_bytes, layout.root_grad_bytes,
                                      layout.layer_grad_bytes)
             parts.append(Part("FSDP unsharded units (root + 2 layers)", "gather_buffers", g, 0, 0, 1,
-                              live_in("activations"),
+                              comps.activations_live,
                               f"root {layout.root_bytes:,} + 2 × layer {layout.largest_layer_bytes:,}"
                               + (f" + grads {layout.root_grad_bytes + layout.layer_grad_bytes:,}"
                                  if layout.trains_base else "") + " B",
@@ -618,22 +691,120 @@ def per_gpu(est: Any, plan: Plan, layout: ModelLayout | None = None, *, method: 
                               "for the root"))
     elif plan.stage == 3:
         notes.append("no model layout given: the ZeRO-3/FSDP gather buffer is not counted")
+    return parts, notes
 
-    phase_bytes = {ph: sum(x.bytes for x in parts if ph in x.phases and not x.evictable) for ph in all_phases}
-    peak_phase = max(phase_bytes, key=lambda k: phase_bytes[k])
-    peak = phase_bytes[peak_phase]
-    gathered = max((x.bytes for x in parts if x.category == "gather_buffers"), default=0)
-    reserved, device = _reserved_device(est, parts, peak, gathered // 2)
-    # host buffers persist, but the terms of one gradient at different moments are not all alive at once
-    host_per_gpu = max((sum(x.host_bytes for x in parts if ph in x.phases) for ph in all_phases), default=0)
-    if plan.offload and plan.strategy.startswith("zero"):
-        trainable = int(getattr(est, "trainable_params", 0) or 0)
-        total = layout.total_params if layout is not None else trainable
-        host_per_gpu = max(host_per_gpu, deepspeed_offload_host_bytes(trainable, total, group, plan.offload))
-    host = host_ram_bytes(host_per_gpu, plan.gpus_per_node) if host_per_gpu else 0
-    return PerGPU(plan=plan, parts=tuple(parts), phase_bytes=phase_bytes, peak_phase=peak_phase,
-                  peak_allocated_bytes=peak, reserved_bytes=reserved, device_bytes=device,
-                  host_bytes_per_node=host, notes=tuple(notes))
+
+class Replica:
+    """One per-replica estimate, divided under as many plans as asked: :func:`per_gpu` for each, with the
+    work that does not depend on the plan (categories, phases, DeepSpeed's rewrite, the bytes of every
+    component no plan changes) done once, and each plan's figures and breakdown computed once.
+
+    :meth:`figures` gives the numbers alone (a fit search compares nothing else); :meth:`per_gpu` the
+    :class:`PerGPU` with its parts. ``layout`` and ``method`` are :func:`per_gpu`'s.
+    """
+
+    def __init__(self, est: Any, layout: ModelLayout | None = None, *, method: str | None = None) -> None:
+        from .memory import STATIC_COMPONENTS
+
+        self.est = est
+        self.layout = layout
+        self.method = method or _setup_get(getattr(est, "setup", None), "method", "full")
+        self.known_only = _is_memory_estimate(est)
+        #: ZeRO plans run DeepSpeed's own mixed precision (:func:`deepspeed_mixed_precision`)
+        self.deepspeed = self.known_only and _deepspeed_rewrites(getattr(est, "setup", None))
+        self.all_phases = tuple(est.phase_bytes) if getattr(est, "phase_bytes", None) else ("step",)
+        self._static_names = frozenset(STATIC_COMPONENTS)
+        self._components: dict[bool, _Components] = {}
+        self._figures: dict[Plan, Figures] = {}
+        self._per_gpu: dict[Plan, PerGPU] = {}
+
+    def components(self, plan: Plan) -> _Components:
+        """The categorized components ``plan`` divides (DeepSpeed's rewrite for the ZeRO strategies)."""
+        deepspeed = self.deepspeed and plan.strategy.startswith("zero")
+        comps = self._components.get(deepspeed)
+        if comps is None:
+            raw = deepspeed_mixed_precision(self.est) if deepspeed else tuple(self.est.components)
+            comps = self._components[deepspeed] = _Components(raw, self.method, self.known_only, self.all_phases,
+                                                              self._static_names)
+        return comps
+
+    def figures(self, plan: Plan) -> Figures:
+        f = self._figures.get(plan)
+        if f is None:
+            f = self._figures[plan] = self._compute_figures(plan)
+        return f
+
+    def per_gpu(self, plan: Plan) -> PerGPU:
+        pg = self._per_gpu.get(plan)
+        if pg is None:
+            pg = self._per_gpu[plan] = self._compute_per_gpu(plan)
+        return pg
+
+    def _compute_figures(self, plan: Plan) -> Figures:
+        """The plan-independent sums plus each model state's share: on the GPU, or in host RAM."""
+        comps = self.components(plan)
+        phase_bytes = dict(comps.fixed_phase_bytes)
+        host_in = dict.fromkeys(self.all_phases, 0)
+        static, evictable, gradients = comps.fixed_static, comps.fixed_evictable, 0
+        for t in comps.states:
+            nbytes = sharded(t.replica_bytes, shard_divisor(t.category, plan))
+            if offloaded(t.category, plan):
+                for ph in t.summed_in:
+                    host_in[ph] += nbytes
+                continue
+            if t.evictable:
+                evictable += nbytes
+            else:
+                for ph in t.summed_in:
+                    phase_bytes[ph] += nbytes
+            if t.static:
+                static += nbytes
+            if t.category == "gradients":
+                gradients += nbytes
+        gathered = comps.fixed_gathered
+        for b in _strategy_buffers(plan, self.layout, comps, gradients)[0]:
+            for ph in b.phases:
+                if ph in phase_bytes:
+                    phase_bytes[ph] += b.bytes
+            if b.category == "gather_buffers":
+                gathered = max(gathered, b.bytes)
+        peak_phase = max(phase_bytes, key=phase_bytes.__getitem__)
+        peak = phase_bytes[peak_phase]
+        reserved, device = _reserved_device(self.est, peak, static, evictable, gathered // 2)
+        # host buffers persist, but the terms of one gradient at different moments are not all alive at once
+        host_per_gpu = max(host_in.values(), default=0)
+        if plan.offload and plan.strategy.startswith("zero"):
+            trainable = int(getattr(self.est, "trainable_params", 0) or 0)
+            total = self.layout.total_params if self.layout is not None else trainable
+            host_per_gpu = max(host_per_gpu, deepspeed_offload_host_bytes(trainable, total, plan.shard_group,
+                                                                          plan.offload))
+        host = host_ram_bytes(host_per_gpu, plan.gpus_per_node) if host_per_gpu else 0
+        return Figures(plan=plan, phase_bytes=phase_bytes, peak_phase=peak_phase, peak_allocated_bytes=peak,
+                       reserved_bytes=reserved, device_bytes=device, host_bytes_per_node=host)
+
+    def _compute_per_gpu(self, plan: Plan) -> PerGPU:
+        comps = self.components(plan)
+        parts = [fixed or _part(t, shard_divisor(t.category, plan), offloaded(t.category, plan))
+                 for t, fixed in zip(comps.terms, comps.fixed_parts)]
+        buffers, notes = _strategy_buffers(plan, self.layout, comps,
+                                           sum(x.bytes for x in parts if x.category == "gradients"))
+        f = self.figures(plan)
+        return PerGPU(plan=plan, parts=tuple(parts + buffers), phase_bytes=f.phase_bytes, peak_phase=f.peak_phase,
+                      peak_allocated_bytes=f.peak_allocated_bytes, reserved_bytes=f.reserved_bytes,
+                      device_bytes=f.device_bytes, host_bytes_per_node=f.host_bytes_per_node, notes=tuple(notes))
+
+
+def per_gpu(est: Any, plan: Plan, layout: ModelLayout | None = None, *, method: str | None = None) -> PerGPU:
+    """One GPU's memory for ``plan``, from the per-replica estimate ``est``. Pure; microseconds.
+
+    Each component is divided by the shard group when the plan's ZeRO stage shards its category
+    (:func:`shard_divisor`), moved to host RAM when the offload covers it (:func:`offloaded`), and kept
+    whole otherwise. The strategy's own buffers are added in the phases where they live: gather buffers
+    wherever activations are live (forward/backward), DDP buckets wherever gradients are live.
+    The peak is re-taken over phases; reserved and device scale from the estimate (see
+    :func:`_reserved_device`). For many plans of one estimate, :class:`Replica` shares the work.
+    """
+    return Replica(est, layout, method=method).per_gpu(plan)
 
 
 def _is_memory_estimate(est: Any) -> bool:
@@ -644,23 +815,23 @@ def _is_memory_estimate(est: Any) -> bool:
     return isinstance(est, Estimate)
 
 
-def _reserved_device(est: Any, parts: list[Part], allocated: int, extra_transient: int) -> tuple[int, int]:
+def _reserved_device(est: Any, allocated: int, static: int, evictable: int, extra_transient: int) -> tuple[int, int]:
     """Reserved and device figures for one GPU whose allocated peak is ``allocated``.
 
     With a :class:`hubvram.memory.Estimate` the memory model's own rule is applied to the per-GPU parts
-    (``memory.overhead``: reserved = allocated + 5 % of the non-static bytes + the largest transient block;
-    device = reserved + CUDA context + evictable bytes). The largest transient is recovered from the
-    estimate and raised to one gathered unit (``extra_transient``) under ZeRO-3/FSDP, whose
-    all-gather outputs are allocated and freed layer after layer. With a stand-in estimate the replica's
-    reserved/allocated ratio and its device - reserved difference are applied.
+    (``memory.overhead``: reserved = allocated + 5 % of the non-static bytes (``static``: the GPU's bytes of
+    the STATIC_COMPONENTS) + the largest transient block; device = reserved + CUDA context + the
+    ``evictable`` bytes). The largest transient is recovered from the estimate and raised to one gathered
+    unit (``extra_transient``) under ZeRO-3/FSDP, whose all-gather outputs are allocated and freed layer
+    after layer. With a stand-in estimate the replica's reserved/allocated ratio and its device - reserved
+    difference are applied.
     """
-    from .memory import STATIC_COMPONENTS, Estimate
+    from .memory import Estimate
     from .memory.overhead import device_bytes, reserved_bytes
 
     if isinstance(est, Estimate):
-        static = sum(p.bytes for p in parts if p.name in STATIC_COMPONENTS)
         reserved = reserved_bytes(allocated, static, max(est.largest_transient_bytes, extra_transient))
-        return reserved, device_bytes(reserved, sum(p.bytes for p in parts if p.evictable))
+        return reserved, device_bytes(reserved, evictable)
     peak = int(est.peak_allocated_bytes) or 1
     reserved = math.ceil(allocated * int(est.reserved_bytes) / peak)
     return reserved, reserved + int(est.device_bytes) - int(est.reserved_bytes)
