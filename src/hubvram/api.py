@@ -14,6 +14,7 @@ same three with a warning. Offline with no HTTP cache file, neither requests nor
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import replace
 from typing import TYPE_CHECKING, Iterable, Sequence
 
@@ -57,6 +58,10 @@ def load_metadata(ref: str | ModelRef, *, revision: str | None = None, client: "
         offline = offline_from_env()
     if offline and client is None and not _http_cache_may_have(ref.repo_id, cache_dir):
         return _stored(ref, cache_dir, None)  # the HTTP cache cannot answer: no requests import, no files
+    if not offline and client is None:
+        meta = _fast(ref, cache_dir=cache_dir, endpoint=endpoint, token=token, max_age=max_age)
+        if meta is not None:
+            return meta
     own = client is None
     client = client or make_client(offline=offline, cache_dir=cache_dir, token=token, endpoint=endpoint,
                                    max_age=max_age)
@@ -69,6 +74,15 @@ def load_metadata(ref: str | ModelRef, *, revision: str | None = None, client: "
     finally:
         if own:
             client.close()
+
+
+def _fast(ref: ModelRef, **kwargs) -> Metadata | None:
+    """A warm online answer without the HTTP stack (:mod:`hubvram.fastpath`), or None."""
+    if not _memo_exists(kwargs.get("cache_dir")):
+        return None
+    from . import fastpath
+
+    return fastpath.answer(ref, **kwargs)
 
 
 def _stored(ref: ModelRef, cache_dir, miss: OfflineMissError | None) -> Metadata:
@@ -123,6 +137,12 @@ def _store_exists(cache_dir) -> bool:
     return (cache_root(cache_dir) / "metadata").is_dir()  # hubvram.cache.store_dir
 
 
+def _memo_exists(cache_dir) -> bool:
+    from .sources import cache_root
+
+    return (cache_root(cache_dir) / "memo").is_dir()  # hubvram.memo.DIRNAME
+
+
 def _http_cache_exists(cache_dir) -> bool:
     from .sources import cache_root
 
@@ -148,15 +168,29 @@ def load_models(refs: Sequence[str | ModelRef], *, max_workers: int = 8, client:
     offline = offline_from_env() if offline is None else offline
     # offline with no HTTP cache file: each model goes the fast path (store, snapshot), no client
     own = client is None and needs_hub and not (offline and not _http_cache_exists(cache_dir))
-    if own:
-        client = make_client(offline=offline, cache_dir=cache_dir, token=token, endpoint=endpoint,
-                             max_age=max_age)
+    fast = own and not offline and _memo_exists(cache_dir)  # warm online answers first, client on first need
+    shared: list = [client]
+    lock = threading.Lock()
+
+    def the_client() -> "HubClient | None":
+        with lock:
+            if shared[0] is None and own:
+                shared[0] = make_client(offline=offline, cache_dir=cache_dir, token=token, endpoint=endpoint,
+                                        max_age=max_age)
+            return shared[0]
+
+    if own and not fast:
+        the_client()
 
     def one(p: ModelRef | HubvramError) -> Architecture | HubvramError:
         if isinstance(p, HubvramError):
             return p
         try:
-            return load_model(p, client=client, offline=offline, cache_dir=cache_dir)
+            if fast and not p.is_local:
+                meta = _fast(p, cache_dir=cache_dir, endpoint=endpoint, token=token, max_age=max_age)
+                if meta is not None:
+                    return describe(meta)
+            return load_model(p, client=the_client(), offline=offline, cache_dir=cache_dir)
         except HubvramError as e:
             return e
         finally:
@@ -171,8 +205,8 @@ def load_models(refs: Sequence[str | ModelRef], *, max_workers: int = 8, client:
         with ThreadPoolExecutor(max_workers=max(1, min(max_workers, len(parsed)))) as pool:
             return list(pool.map(one, parsed))
     finally:
-        if own and client is not None:
-            client.close()
+        if own and shared[0] is not None:
+            shared[0].close()
 
 
 def iter_ids_from_file(lines: Iterable[str]) -> list[str]:

@@ -508,7 +508,7 @@ class CacheInfo:
 
 
 def info(cache_dir: str | os.PathLike | None = None, *, max_age: float | None | str = "env") -> CacheInfo:
-    from .hub import max_age_from_env, parse_max_age
+    from .httpcache import max_age_from_env, parse_max_age
 
     root = _root(cache_dir)
     db = http_cache_path(root)

@@ -136,7 +136,7 @@ def cache_options(f):
 
 
 def _max_age(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    from .hub import parse_max_age
+    from .httpcache import parse_max_age
 
     if value is not None:
         try:

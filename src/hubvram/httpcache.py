@@ -11,7 +11,8 @@ decide on its own (a URL it does not normalize exactly like requests-cache, a ca
 that do not match) it hands to a real offline HubClient, made on first need.
 
 Also here, shared with :mod:`hubvram.hub` and free of its imports: :class:`RepoInfo`, :class:`Stats`,
-:func:`parse_revision_answer` and :func:`read_header` (first ranged read, then the rest if needed).
+:func:`parse_revision_answer`, :func:`read_header` (first ranged read, then the rest if needed) and
+:func:`parse_max_age` / :func:`max_age_from_env` (``HUBVRAM_MAX_AGE``).
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ from urllib.parse import quote
 from .errors import HeaderError, HubError, OfflineMissError
 from .safetensors import FIRST_READ_BYTES, MAX_HEADER_BYTES, header_length
 
-__all__ = ["CacheReader", "RepoInfo", "Stats", "cache_key", "open_reader", "parse_revision_answer", "read_header"]
+__all__ = ["CacheReader", "RepoInfo", "Stats", "cache_key", "max_age_from_env", "open_reader", "parse_max_age",
+           "parse_revision_answer", "read_header"]
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 OFFLINE_HINT = "run `hubvram cache warm {repo_id}` with a network first"
@@ -47,6 +49,38 @@ _PLAIN_URL_RE = re.compile(r"^(?P<scheme>https?)://(?P<host>[a-z0-9](?:[a-z0-9-]
                            r"(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*)(?::(?P<port>[1-9][0-9]{0,4}))?"
                            r"(?P<path>(?:/[A-Za-z0-9_~-][A-Za-z0-9._~-]*|/\.[A-Za-z0-9_~-][A-Za-z0-9._~-]*"
                            r"|/\.\.[A-Za-z0-9._~-]+)+)$")
+
+
+DEFAULT_MAX_AGE_S = 7 * 24 * 3600
+_AGE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$", re.I)
+_AGE_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_max_age(text: str | int | float | None) -> float | None:
+    """``"90s"``, ``"12h"``, ``"7d"``, ``"2w"``, plain seconds, or ``"never"`` (-> None).
+
+    Values under one second are raised to one second: requests-cache does not store an answer that is
+    born expired and has no validator, which would leave nothing for offline use."""
+    if text is None:
+        return float(DEFAULT_MAX_AGE_S)
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        seconds = float(text)
+    else:
+        raw = str(text).strip().lower()
+        if raw in ("never", "none", "inf", "off"):
+            return None
+        m = _AGE_RE.match(raw)
+        if not m:
+            raise ValueError(f"invalid max age {text!r} (expected e.g. 3600, 90s, 12h, 7d, 2w or never)")
+        seconds = float(m[1]) * _AGE_UNITS[m[2]]
+    if seconds < 0:
+        raise ValueError(f"invalid max age {text!r} (negative)")
+    return max(seconds, 1.0)
+
+
+def max_age_from_env() -> float | None:
+    """``$HUBVRAM_MAX_AGE`` (see :func:`parse_max_age`), default 7 days."""
+    return parse_max_age(os.environ.get("HUBVRAM_MAX_AGE") or None)
 
 
 @dataclass(frozen=True)

@@ -69,8 +69,8 @@ from requests_cache.serializers.preconf import json_preconf_stage
 
 from .errors import (ConfigError, EntryNotFoundError, GatedRepoError, HeaderError, HubError, NetworkError,
                      OfflineMissError, RepoNotFoundError, RevisionNotFoundError)
-from .httpcache import (OFFLINE_HINT, RepoInfo, Stats, cache_key, parse_revision_answer, range_header,
-                        read_header)
+from .httpcache import (DEFAULT_MAX_AGE_S, OFFLINE_HINT, RepoInfo, Stats, cache_key,  # noqa: F401 (re-exported)
+                        max_age_from_env, parse_max_age, parse_revision_answer, range_header, read_header)
 from .safetensors import FIRST_READ_BYTES, MAX_HEADER_BYTES
 from .sources import cache_root, default_cache_dir  # noqa: F401  (default_cache_dir: part of this module's API)
 
@@ -93,36 +93,6 @@ MAX_FILE_BYTES = 50_000_000  # = sources.MAX_JSON_BYTES, the limit for local fil
 MAX_CONNECTIONS = 256  # default max_workers; $HUBVRAM_MAX_CONNECTIONS
 MAX_REDIRECTS = 10  # the Hub needs two at most (renamed repo -> resolve -> CDN)
 NETWORK_HINT = "check the network or use --offline"
-DEFAULT_MAX_AGE_S = 7 * 24 * 3600
-_AGE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$", re.I)
-_AGE_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-
-
-def parse_max_age(text: str | int | float | None) -> float | None:
-    """``"90s"``, ``"12h"``, ``"7d"``, ``"2w"``, plain seconds, or ``"never"`` (-> None).
-
-    Values under one second are raised to one second: requests-cache does not store an answer that is
-    born expired and has no validator, which would leave nothing for offline use."""
-    if text is None:
-        return float(DEFAULT_MAX_AGE_S)
-    if isinstance(text, (int, float)) and not isinstance(text, bool):
-        seconds = float(text)
-    else:
-        raw = str(text).strip().lower()
-        if raw in ("never", "none", "inf", "off"):
-            return None
-        m = _AGE_RE.match(raw)
-        if not m:
-            raise ValueError(f"invalid max age {text!r} (expected e.g. 3600, 90s, 12h, 7d, 2w or never)")
-        seconds = float(m[1]) * _AGE_UNITS[m[2]]
-    if seconds < 0:
-        raise ValueError(f"invalid max age {text!r} (negative)")
-    return max(seconds, 1.0)
-
-
-def max_age_from_env() -> float | None:
-    """``$HUBVRAM_MAX_AGE`` (see :func:`parse_max_age`), default 7 days."""
-    return parse_max_age(os.environ.get("HUBVRAM_MAX_AGE") or None)
 
 
 # --- storage: a scrubbing, JSON-only serializer --------------------------------------------------

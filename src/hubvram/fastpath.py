@@ -1,0 +1,170 @@
+"""Warm online answers without the HTTP stack: the memo, and at most one revision lookup by http.client.
+
+Importing requests, requests-cache and huggingface_hub costs ~200 ms, more than everything else a warm
+``hubvram MODEL`` does. When the model was fetched before, an online run needs none of it:
+
+* ``org/name@<sha>``: the memo of that commit (:mod:`hubvram.memo`) answers if it is younger than
+  ``max_age``, exactly as the HTTP cache would answer without sending anything;
+* ``org/name`` or ``org/name@branch``: the branch still has to be asked, because it may have moved. The
+  HTTP cache says which commit the branch was at when last seen; if the memo has that commit, one GET of
+  ``/api/models/<id>/revision/<branch>`` (http.client, standard library) confirms the branch is still
+  there, and the memo answers. Nothing is written: the stored answer for the branch is already right.
+
+Anything else goes the full way (:class:`hubvram.hub.HubClient`), which then sends the requests again with
+its retries, error mapping and cache updates: a branch that moved, a memo miss, any HTTP status but 200,
+a redirect, a network error, a proxy, a token that only huggingface_hub knows how to get (OIDC, an
+OAuth token it may need to refresh), an HTTP cache file that is no longer private (HubClient repairs it). The fast path never decides an error; it only ever answers or steps aside.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from urllib.parse import quote, urlsplit
+
+from . import memo
+from .errors import HubvramError
+from .httpcache import default_endpoint, max_age_from_env, open_reader, parse_revision_answer, parse_max_age
+from .metadata import Metadata, ModelRef
+
+_SHA_RE = re.compile(r"^[0-9a-f]{40}$")
+MAX_ANSWER_BYTES = 50_000_000  # = hub.MAX_FILE_BYTES
+TIMEOUT_S = 5.0
+_PROXY_VARS = ("http_proxy", "https_proxy", "all_proxy")
+
+
+def answer(ref: ModelRef, *, cache_dir=None, endpoint: str | None = None, token: str | bool | None = None,
+           max_age=None) -> Metadata | None:
+    """The online answer for ``ref`` from the memo (see the module docstring), or None: go the full way."""
+    if ref.is_local or os.environ.get("HUGGINGFACE_CO_STAGING") or not _private(cache_dir):
+        return None
+    endpoint = (endpoint or default_endpoint()).rstrip("/")
+    try:
+        age = max_age_from_env() if max_age is None else parse_max_age(max_age)
+    except ValueError:
+        return None  # HubClient reports it
+    revision = ref.revision or "main"
+    if _SHA_RE.match(revision):
+        return memo.lookup(ref.repo_id, revision, endpoint=endpoint, cache_dir=cache_dir, max_age=age)
+    seen = _last_seen(ref.repo_id, revision, cache_dir, endpoint)
+    meta = memo.lookup(ref.repo_id, seen, endpoint=endpoint, cache_dir=cache_dir, max_age=age) if seen else None
+    if meta is None:
+        return None
+    return meta if branch_sha(endpoint, ref.repo_id, revision, token) == seen else None
+
+
+def _private(cache_dir) -> bool:
+    """Whether the HTTP cache file is ours and 0600, as HubClient leaves it (or absent): anything else goes
+    the full way, where HubClient makes it private again or sets it aside."""
+    from .sources import cache_root
+
+    try:
+        st = os.stat(cache_root(cache_dir) / "http_cache.sqlite")
+        return st.st_mode & 0o777 == 0o600 and st.st_uid == os.geteuid()
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+
+
+def _last_seen(repo_id: str, revision: str, cache_dir, endpoint: str) -> str | None:
+    """The commit the HTTP cache last saw ``revision`` at (standard library read), or None."""
+    reader = open_reader(cache_dir, endpoint)
+    if reader is None:
+        return None
+    try:
+        with reader:
+            return reader.repo_info(repo_id, revision).sha
+    except HubvramError:
+        return None
+
+
+def branch_sha(endpoint: str, repo_id: str, revision: str, token: str | bool | None = None) -> str | None:
+    """The commit ``revision`` is at now, by one plain GET of the revision API; None for anything but a
+    clean 200 answer (or when a proxy or a token source only huggingface_hub handles is configured)."""
+    if any(os.environ.get(v) or os.environ.get(v.upper()) for v in _PROXY_VARS):
+        return None
+    if token is None:
+        token = _plain_token()
+        if token is None:
+            return None
+    parts = urlsplit(endpoint)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+        return None
+    import http.client
+
+    path = f"{parts.path.rstrip('/')}/api/models/{repo_id}/revision/{quote(revision, safe='')}"
+    headers = {"User-Agent": "hubvram", "Accept-Encoding": "identity"}
+    if isinstance(token, str) and token:
+        headers["Authorization"] = f"Bearer {token}"
+    try:
+        if parts.scheme == "https":
+            conn: http.client.HTTPConnection = http.client.HTTPSConnection(
+                parts.hostname, parts.port, timeout=TIMEOUT_S, context=_tls_context())
+        else:
+            conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=TIMEOUT_S)
+        try:
+            conn.request("GET", path, headers=headers)
+            r = conn.getresponse()
+            length = r.getheader("Content-Length") or ""
+            if r.status != 200 or not length.isdigit() or int(length) > MAX_ANSWER_BYTES:
+                return None
+            body = r.read(int(length))
+        finally:
+            conn.close()
+        info = parse_revision_answer(json.loads(body), endpoint=endpoint, repo_id=repo_id, revision=revision)
+    except (OSError, ValueError, HubvramError, http.client.HTTPException):
+        return None
+    return info.sha
+
+
+def _plain_token() -> str | bool | None:
+    """The token huggingface_hub would send, when it is a plain one: ``HF_TOKEN`` (or the older name), else
+    the token file (``$HF_TOKEN_PATH``, ``$HF_HOME/token``); False when there is none; None when only
+    huggingface_hub can tell (OIDC exchange, an OAuth token with a refresh token, a file it cannot read)."""
+    if os.environ.get("HF_OIDC_RESOURCE"):
+        return None
+    for var in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"):
+        value = _clean(os.environ.get(var))
+        if value:
+            return value
+    home = os.path.expandvars(os.path.expanduser(os.environ.get("HF_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join("~", ".cache"), "huggingface")))
+    path = Path(os.path.expandvars(os.path.expanduser(os.environ.get("HF_TOKEN_PATH")
+                                                      or os.path.join(home, "token"))))
+    try:
+        value = _clean(path.read_text())
+    except FileNotFoundError:
+        return False
+    except (OSError, UnicodeError):
+        return None
+    if not value:
+        return False
+    try:
+        stored = (path.parent / "stored_tokens").read_text()
+    except FileNotFoundError:
+        return value
+    except (OSError, UnicodeError):
+        return None
+    return None if "refresh_token" in stored else value
+
+
+def _clean(token: str | None) -> str | None:
+    return (token or "").replace("\r", "").replace("\n", "").strip() or None
+
+
+def _tls_context():
+    """requests' CA choice: $REQUESTS_CA_BUNDLE / $CURL_CA_BUNDLE, else certifi's bundle."""
+    import ssl
+
+    cafile = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+    if not cafile:
+        try:
+            import certifi
+
+            cafile = certifi.where()
+        except ImportError:
+            cafile = None
+    return ssl.create_default_context(cafile=cafile)
