@@ -16,6 +16,7 @@ sharding strategy (bisection over the GPU counts), and never shrinks with batch 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
@@ -89,7 +90,9 @@ def _first_true(n: int, pred: Callable[[int], bool]) -> int | None:
     return lo
 
 
+@functools.lru_cache(maxsize=4096)
 def _plan(strategy: str, n: int, nodes: int, offload: str | None) -> Plan:
+    """The plan searched for ``n`` GPUs (plans are immutable: one object per argument tuple, made once)."""
     if strategy == "single":
         return Plan()
     if nodes == 1 and n > GPUS_PER_NODE and n % GPUS_PER_NODE == 0:

@@ -29,10 +29,12 @@ import math
 import re
 import weakref
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Mapping, NamedTuple
 
 from .errors import InputError
+from .memory import STATIC_COMPONENTS, Estimate
 from .memory.component import Component
+from .memory.overhead import device_bytes, reserved_bytes
 
 __all__ = [
     "STRATEGIES", "OFFLOADS", "CATEGORIES", "MODEL_STATES", "Plan", "PlanError", "ModelLayout", "Part", "PerGPU",
@@ -584,24 +586,23 @@ def _phases(component: Any, all_phases: tuple[str, ...]) -> tuple[str, ...]:
     return all_phases if ph is None else tuple(ph)
 
 
-@dataclass(frozen=True)
-class _Term:
+class _Term(NamedTuple):
     """One component of the replica as the sharding rules read it (worked out once per estimate)."""
 
     component: Any
     category: str
     replica_bytes: int
     phases: tuple[str, ...]         # as its Part shows them
-    summed_in: tuple[str, ...]      # the estimate's phases it counts in, once each
+    summed_in: frozenset[str]       # the estimate's phases it counts in
     evictable: bool
     static: bool                    # one of the memory model's STATIC_COMPONENTS (the fragmentation base)
 
 
-def _term(c: Any, method: str, known_only: bool, all_phases: tuple[str, ...], static_names: Any) -> _Term:
+def _term(c: Any, method: str, known_only: bool, all_phases: tuple[str, ...]) -> _Term:
     phases = _phases(c, all_phases)
     return _Term(component=c, category=category(c, method, known_only), replica_bytes=int(c.bytes),
-                 phases=phases, summed_in=tuple(dict.fromkeys(p for p in phases if p in all_phases)),
-                 evictable=bool(getattr(c, "evictable", False)), static=str(c.name) in static_names)
+                 phases=phases, summed_in=frozenset(phases).intersection(all_phases),
+                 evictable=bool(getattr(c, "evictable", False)), static=str(c.name) in STATIC_COMPONENTS)
 
 
 def _part(t: _Term, divisor: int, to_host: bool) -> Part:
@@ -627,9 +628,8 @@ class _Components:
     (:func:`deepspeed_mixed_precision`), the replica's components otherwise. What no plan changes (every
     category but :data:`MODEL_STATES`) is summed per phase here, once, and its Parts are made once."""
 
-    def __init__(self, comps: tuple[Any, ...], method: str, known_only: bool, all_phases: tuple[str, ...],
-                 static_names: Any) -> None:
-        self.terms = tuple(_term(c, method, known_only, all_phases, static_names) for c in comps)
+    def __init__(self, comps: tuple[Any, ...], method: str, known_only: bool, all_phases: tuple[str, ...]) -> None:
+        self.terms = tuple(_term(c, method, known_only, all_phases) for c in comps)
         fixed = [t for t in self.terms if t.category not in MODEL_STATES]
         self.states = tuple(t for t in self.terms if t.category in MODEL_STATES)
         self.fixed_phase_bytes = dict.fromkeys(all_phases, 0)
@@ -642,6 +642,14 @@ class _Components:
         self.fixed_gathered = max((t.replica_bytes for t in fixed if t.category == "gather_buffers"), default=0)
         self.gradients_live = _live_in(self.terms, "gradients", all_phases)
         self.activations_live = _live_in(self.terms, "activations", all_phases)
+        self._gather_buffers: dict[str, Part] = {}
+
+    def gather_buffer(self, strategy: str, layout: ModelLayout) -> Part:
+        """:func:`_gather_buffer`, made once per strategy (it depends on the layout alone)."""
+        part = self._gather_buffers.get(strategy)
+        if part is None:
+            part = self._gather_buffers[strategy] = _gather_buffer(strategy, layout, self.activations_live)
+        return part
 
     @functools.cached_property
     def fixed_parts(self) -> tuple[Part | None, ...]:
@@ -662,6 +670,23 @@ class Figures:
     host_bytes_per_node: int
 
 
+def _gather_buffer(strategy: str, layout: ModelLayout, live: tuple[str, ...]) -> Part:
+    """The unit a ZeRO-3 / FSDP rank gathers, alive in ``live`` (wherever activations are)."""
+    if strategy == "zero3":
+        return Part(f"ZeRO-3 gather buffer ({layout.largest_module})", "gather_buffers",
+                    zero3_gather_bytes(layout.largest_module_bytes), 0, 0, 1, live,
+                    f"2 × {layout.largest_module_bytes:,} B (largest module, "
+                    f"{layout.largest_module_params:,} params; = DeepSpeed 4ℓ at 16 bit)",
+                    "DeepSpeed stage3.py estimate_zero3_model_states_mem_needs (largest_layer_memory)")
+    g = fsdp_unsharded_bytes(layout.root_bytes, layout.largest_layer_bytes, layout.root_grad_bytes,
+                             layout.layer_grad_bytes)
+    return Part("FSDP unsharded units (root + 2 layers)", "gather_buffers", g, 0, 0, 1, live,
+                f"root {layout.root_bytes:,} + 2 × layer {layout.largest_layer_bytes:,}"
+                + (f" + grads {layout.root_grad_bytes + layout.layer_grad_bytes:,}" if layout.trains_base else "")
+                + " B",
+                "PyTorch FSDP notes (prefetch, limit_all_gathers); FSDP2 reshard_after_forward for the root")
+
+
 def _strategy_buffers(plan: Plan, layout: ModelLayout | None, comps: _Components,
                       gradient_bytes: int) -> tuple[list[Part], list[str]]:
     """The buffers the strategy adds, in the phases where they live (gather buffers wherever activations
@@ -673,22 +698,7 @@ def _strategy_buffers(plan: Plan, layout: ModelLayout | None, comps: _Components
                           1, comps.gradients_live, "= gradient bytes (gradient_as_bucket_view=False)",
                           "PyTorch DistributedDataParallel docs, gradient_as_bucket_view"))
     if plan.stage == 3 and layout is not None:
-        if plan.strategy == "zero3":
-            g = zero3_gather_bytes(layout.largest_module_bytes)
-            parts.append(Part(f"ZeRO-3 gather buffer ({layout.largest_module})", "gather_buffers", g, 0, 0, 1,
-                              comps.activations_live, f"2 × {layout.largest_module_bytes:,} B (largest module, "
-                              f"{layout.largest_module_params:,} params; = DeepSpeed 4ℓ at 16 bit)",
-                              "DeepSpeed stage3.py estimate_zero3_model_states_mem_needs (largest_layer_memory)"))
-        else:
-            g = fsdp_unsharded_bytes(layout.root_bytes, layout.largest_layer_bytes, layout.root_grad_bytes,
-                                     layout.layer_grad_bytes)
-            parts.append(Part("FSDP unsharded units (root + 2 layers)", "gather_buffers", g, 0, 0, 1,
-                              comps.activations_live,
-                              f"root {layout.root_bytes:,} + 2 × layer {layout.largest_layer_bytes:,}"
-                              + (f" + grads {layout.root_grad_bytes + layout.layer_grad_bytes:,}"
-                                 if layout.trains_base else "") + " B",
-                              "PyTorch FSDP notes (prefetch, limit_all_gathers); FSDP2 reshard_after_forward "
-                              "for the root"))
+        parts.append(comps.gather_buffer(plan.strategy, layout))
     elif plan.stage == 3:
         notes.append("no model layout given: the ZeRO-3/FSDP gather buffer is not counted")
     return parts, notes
@@ -704,16 +714,13 @@ class Replica:
     """
 
     def __init__(self, est: Any, layout: ModelLayout | None = None, *, method: str | None = None) -> None:
-        from .memory import STATIC_COMPONENTS
-
         self.est = est
         self.layout = layout
         self.method = method or _setup_get(getattr(est, "setup", None), "method", "full")
-        self.known_only = _is_memory_estimate(est)
+        self.known_only = isinstance(est, Estimate)
         #: ZeRO plans run DeepSpeed's own mixed precision (:func:`deepspeed_mixed_precision`)
         self.deepspeed = self.known_only and _deepspeed_rewrites(getattr(est, "setup", None))
         self.all_phases = tuple(est.phase_bytes) if getattr(est, "phase_bytes", None) else ("step",)
-        self._static_names = frozenset(STATIC_COMPONENTS)
         self._components: dict[bool, _Components] = {}
         self._figures: dict[Plan, Figures] = {}
         self._per_gpu: dict[Plan, PerGPU] = {}
@@ -724,8 +731,7 @@ class Replica:
         comps = self._components.get(deepspeed)
         if comps is None:
             raw = deepspeed_mixed_precision(self.est) if deepspeed else tuple(self.est.components)
-            comps = self._components[deepspeed] = _Components(raw, self.method, self.known_only, self.all_phases,
-                                                              self._static_names)
+            comps = self._components[deepspeed] = _Components(raw, self.method, self.known_only, self.all_phases)
         return comps
 
     def figures(self, plan: Plan) -> Figures:
@@ -807,14 +813,6 @@ def per_gpu(est: Any, plan: Plan, layout: ModelLayout | None = None, *, method: 
     return Replica(est, layout, method=method).per_gpu(plan)
 
 
-def _is_memory_estimate(est: Any) -> bool:
-    try:
-        from .memory import Estimate
-    except ImportError:  # pragma: no cover
-        return False
-    return isinstance(est, Estimate)
-
-
 def _reserved_device(est: Any, allocated: int, static: int, evictable: int, extra_transient: int) -> tuple[int, int]:
     """Reserved and device figures for one GPU whose allocated peak is ``allocated``.
 
@@ -826,9 +824,6 @@ def _reserved_device(est: Any, allocated: int, static: int, evictable: int, extr
     after layer. With a stand-in estimate the replica's reserved/allocated ratio and its device - reserved
     difference are applied.
     """
-    from .memory import Estimate
-    from .memory.overhead import device_bytes, reserved_bytes
-
     if isinstance(est, Estimate):
         reserved = reserved_bytes(allocated, static, max(est.largest_transient_bytes, extra_transient))
         return reserved, device_bytes(reserved, evictable)
