@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
-from hubvram import load_model
+from hubvram import load_model, snapshot
+from hubvram.architecture import describe
 from hubvram.errors import EXIT_INPUT
+from hubvram.inventory import tensors_from_config
 from hubvram.parallel import (
     NF4_DQ_BYTES, ModelLayout, Plan, PlanError, category, ddp_bucket_bytes, deepspeed_zero2_model_states,
     deepspeed_zero3_model_states, fsdp_unsharded_bytes, host_ram_bytes, model_layout, per_gpu, sharded,
@@ -209,6 +213,22 @@ def test_layout_moe_experts_are_one_module():
     # 128 experts × 3 × (768 × 2048) per layer, fused into one `experts` module in transformers 5.x
     assert lay.largest_module.endswith(".mlp.experts")
     assert lay.largest_module_params == 128 * 3 * 768 * 2048
+
+
+@pytest.mark.parametrize("model_id", ["mistralai/Mixtral-8x7B-v0.1", "Qwen/Qwen3-30B-A3B"])
+def test_layout_of_folded_experts_is_the_per_expert_layout(model_id):
+    """Routed experts folded into one ``experts.*.`` entry per layer and module (metadata.group_experts)
+    give the layout of the per-expert tensors: the same experts module, layer and root."""
+    meta = snapshot.load(model_id)
+    per_expert, _ = tensors_from_config(meta.config)
+    folded = describe(meta)
+    unfolded = describe(dataclasses.replace(meta, tensors=per_expert))
+    assert any(".experts.*." in t.name for t in folded.tensors)
+    assert not any(".experts.*." in t.name for t in unfolded.tensors)
+    for method in ("full", "qlora"):
+        lay = model_layout(folded, ToySetup(method=method))
+        assert lay == model_layout(unfolded, ToySetup(method=method))
+        assert lay.largest_module.endswith(".experts")
 
 
 def test_every_memory_component_name_has_a_category():

@@ -325,15 +325,30 @@ def gathered_bytes(params: int, quantized: int, setup: Any) -> int:
 
 @dataclass(frozen=True)
 class _Units:
-    """Parameter counts per wrap unit of one Architecture: (params, QLoRA-quantizable params)."""
+    """The wrap units of one Architecture a layout needs, each as (name, params, QLoRA-quantizable params):
+    the largest module and the largest decoder layer (the first in tensor order on a tie), and the root."""
 
     total: int
-    modules: Mapping[str, tuple[int, int]]
-    layers: Mapping[str, tuple[int, int]]
+    largest_module: tuple[str, int, int]
+    largest_layer: tuple[str, int, int]
     root: tuple[int, int]
 
 
 _UNITS: "weakref.WeakKeyDictionary[Any, _Units]" = weakref.WeakKeyDictionary()
+#: Tensor groups bitsandbytes does not quantize under QLoRA (the output layer, vision towers).
+_NOT_QUANTIZED = ("lm_head", "vision")
+
+
+def _module_of(t: Any) -> str:
+    """The module a tensor belongs to: its name's prefix, or the one ``experts`` module of its layer
+    (transformers 5.x fuses routed experts into 3-D parameters of one module; also ``experts.*.`` entries)."""
+    m = _EXPERTS_RE.match(t.name) if t.is_expert else None
+    return m.group(1) if m else t.name.rsplit(".", 1)[0]
+
+
+def _largest(params: Mapping[str, int], quantized: Mapping[str, int]) -> tuple[str, int, int]:
+    name = max(params, key=params.__getitem__, default="")
+    return name, params.get(name, 0), quantized.get(name, 0)
 
 
 def _units(arch: Any) -> _Units:
@@ -342,22 +357,30 @@ def _units(arch: Any) -> _Units:
         return _UNITS[arch]
     except (KeyError, TypeError):
         pass
-    modules: dict[str, list[int]] = {}
-    layers: dict[str, list[int]] = {}
-    root = [0, 0]
-    total = 0
+    module_params: dict[str, int] = {}
+    module_quantized: dict[str, int] = {}
+    layer_params: dict[str, int] = {}
+    layer_quantized: dict[str, int] = {}
+    root_params = root_quantized = total = 0
     for t in arch.tensors:
-        if not t.params:
+        p = t.params
+        if not p:
             continue
-        total += t.params
-        q = t.params if (t.is_linear and t.group not in ("lm_head", "vision")) else 0
-        m = _EXPERTS_RE.match(t.name) if t.is_expert else None
-        for acc in (modules.setdefault(m.group(1) if m else t.name.rsplit(".", 1)[0], [0, 0]),
-                    layers.setdefault(lm.group(1), [0, 0]) if (lm := _LAYER_RE.match(t.name)) else root):
-            acc[0] += t.params
-            acc[1] += q
-    units = _Units(total, {k: (v[0], v[1]) for k, v in modules.items()},
-                   {k: (v[0], v[1]) for k, v in layers.items()}, (root[0], root[1]))
+        total += p
+        q = p if (t.is_linear and t.group not in _NOT_QUANTIZED) else 0
+        mod = _module_of(t)
+        module_params[mod] = module_params.get(mod, 0) + p
+        module_quantized[mod] = module_quantized.get(mod, 0) + q
+        lm = _LAYER_RE.match(t.name)
+        if lm:
+            layer = lm.group(1)
+            layer_params[layer] = layer_params.get(layer, 0) + p
+            layer_quantized[layer] = layer_quantized.get(layer, 0) + q
+        else:
+            root_params += p
+            root_quantized += q
+    units = _Units(total, _largest(module_params, module_quantized), _largest(layer_params, layer_quantized),
+                   (root_params, root_quantized))
     try:
         _UNITS[arch] = units
     except TypeError:  # not weak-referenceable: no cache
@@ -372,15 +395,15 @@ def model_layout(arch: Any, setup: Any = None) -> ModelLayout:
     ``experts`` module); a layer is a ``layers.N`` / ``h.N`` / ``blocks.N`` prefix, everything else is root.
     """
     u = _units(arch)
-    big_mod = max(u.modules.items(), key=lambda kv: kv[1][0], default=("", (0, 0)))
-    big_layer = max(u.layers.items(), key=lambda kv: kv[1][0], default=("", (0, 0)))
+    mod_name, mod_params, mod_quantized = u.largest_module
+    layer_name, layer_params, layer_quantized = u.largest_layer
     precision = str(_setup_get(setup, "precision", "bf16")).lower()
     return ModelLayout(
         total_params=u.total,
-        largest_module=big_mod[0], largest_module_params=big_mod[1][0],
-        largest_module_bytes=gathered_bytes(*big_mod[1], setup),
-        largest_layer=big_layer[0], largest_layer_params=big_layer[1][0],
-        largest_layer_bytes=gathered_bytes(*big_layer[1], setup),
+        largest_module=mod_name, largest_module_params=mod_params,
+        largest_module_bytes=gathered_bytes(mod_params, mod_quantized, setup),
+        largest_layer=layer_name, largest_layer_params=layer_params,
+        largest_layer_bytes=gathered_bytes(layer_params, layer_quantized, setup),
         root_params=u.root[0], root_bytes=gathered_bytes(*u.root, setup),
         trains_base=_setup_get(setup, "method", "full") == "full",
         grad_bytes_per_param=4 if precision in ("fp32", "float32") else 2,
