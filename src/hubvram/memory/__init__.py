@@ -22,7 +22,7 @@ from ..architecture import Architecture
 from .component import PHASES, Component
 from .overhead import device_bytes, reserved_bytes
 from .phases import build
-from .profile import profile_of
+from .profile import ModelProfile, profile_of
 from .setup import Setup
 from .units import GIB
 
@@ -76,12 +76,24 @@ class Estimate:
 
 
 def estimate(arch: Architecture, setup: Setup | None = None, **knobs: Any) -> Estimate:
-    """Peak memory of one training step of ``arch`` under ``setup`` (or ``Setup(**knobs)``)."""
+    """Peak memory of one training step of ``arch`` under ``setup`` (or ``Setup(**knobs)``).
+
+    An Estimate is an immutable value of the model's profile and the setup: it is made once per (profile,
+    setup) and cached on the profile, so models sharing a profile (see :func:`.profile.profile_of`) and
+    repeated setups get the same object."""
     if setup is None:
         setup = Setup(**knobs)
     elif knobs:
         setup = setup.replace(**knobs)
     prof = profile_of(arch)
+    key = ("estimate", setup, setup.precision_auto)  # precision_auto: not compared, but replace() reads it
+    hit = prof.cache.get(key)
+    if hit is None:
+        hit = prof.cache[key] = _estimate(prof, setup)
+    return hit
+
+
+def _estimate(prof: ModelProfile, setup: Setup) -> Estimate:
     comps, warnings, pp, largest = build(prof, setup)
     phase_bytes = {p: 0 for p in PHASES}
     evictable = 0

@@ -4,14 +4,15 @@ An :class:`~hubvram.architecture.Architecture` lists every stored tensor; the me
 aggregated: tensors by (role, size) for weights, gradients and optimizer states, and the Linear modules of
 one decoder layer by the tensor they read (attention input, attention output, MLP input, MLP
 intermediate) for activations and LoRA. :func:`profile_of` builds that picture once per Architecture
-(cached on the object's identity), so an estimate costs O(#distinct tensor shapes + #Linear modules).
+(cached on the object's identity), so an estimate costs O(#distinct tensor shapes + #Linear modules);
+models with the same picture share one profile and the work cached on it.
 """
 
 from __future__ import annotations
 
 import weakref
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Mapping
 
 from ..architecture import Architecture, LinearModule
@@ -128,19 +129,31 @@ class ModelProfile:
 
 
 _CACHE: "weakref.WeakKeyDictionary[Architecture, ModelProfile]" = weakref.WeakKeyDictionary()
+#: The profiles in use, by their picture (every compared field): a model whose picture equals another's
+#: (fine-tunes and revisions of one base: same config facts, same tensors) gets that profile object, so
+#: the per-setup work cached on it (parameter plans, layer traces, estimates) is done once for both.
+_SHARED: "weakref.WeakValueDictionary[tuple, ModelProfile]" = weakref.WeakValueDictionary()
+_COMPARED = tuple(f.name for f in fields(ModelProfile) if f.compare)
 
 
 def profile_of(arch: Architecture) -> ModelProfile:
-    """The (cached) memory-relevant picture of ``arch``."""
+    """The (cached) memory-relevant picture of ``arch``; models with equal pictures share one profile."""
     try:
         return _CACHE[arch]
     except KeyError:
         pass
     except TypeError:  # not weak-referenceable: build every time
         return _build(arch)
-    prof = _build(arch)
+    prof = _shared(_build(arch))
     _CACHE[arch] = prof
     return prof
+
+
+def _shared(prof: ModelProfile) -> ModelProfile:
+    """The profile in use with the same picture as ``prof`` (its caches then serve ``prof``'s model), else
+    ``prof`` itself, now in use. Keyed by the picture's fields, not the profile, so that a profile no
+    model uses any more is released."""
+    return _SHARED.setdefault(tuple(getattr(prof, name) for name in _COMPARED), prof)
 
 
 def _cfg_float(cfg: Mapping[str, Any], *keys: str) -> float:
