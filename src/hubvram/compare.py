@@ -39,15 +39,18 @@ def compare_rows(ids: Sequence[str], archs: Sequence[Any], setups: Mapping[str, 
                  nodes: int = 1, host_ram: int | None = HOST_RAM_PER_NODE, strict: bool = False) -> list[CompareRow]:
     """Rows in input order: one per (model, method), or one error row for a model that failed to load or
     to estimate (its error kept; the other models are unaffected). An unexpected exception while
-    estimating one model becomes that model's error row too, unless ``strict`` (``--debug``) re-raises it."""
+    estimating one model becomes that model's error row too, unless ``strict`` (``--debug``) re-raises it.
+    Models with the same memory picture (fine-tunes, revisions) share the per-plan work (``fit_matrix``'s
+    ``replicas``)."""
     out: list[CompareRow] = []
+    replicas: dict = {}
     for model_id, arch in zip(ids, archs):
         if isinstance(arch, HubvramError):
             out.append(CompareRow(model=model_id, error=arch))
             continue
         try:
             rows = fit_matrix(arch, setups, gpus, estimator=estimator, ladder=ladder, max_gpus=max_gpus, nodes=nodes,
-                              host_ram=host_ram)
+                              host_ram=host_ram, replicas=replicas)
         except HubvramError as e:
             out.append(CompareRow(model=model_id, error=e))
             continue

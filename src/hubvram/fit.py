@@ -261,9 +261,14 @@ class MatrixRow:
 
 def fit_matrix(arch: Any, setups: Mapping[str, Any], gpus: Sequence[GPU], *, estimator: Estimator | None = None,
                ladder: Sequence[tuple[str, str | None]] = LADDER, max_gpus: int = MAX_GPUS, nodes: int = 1,
-               adapt: bool = True, host_ram: int | None = HOST_RAM_PER_NODE) -> list[MatrixRow]:
+               adapt: bool = True, host_ram: int | None = HOST_RAM_PER_NODE,
+               replicas: dict | None = None) -> list[MatrixRow]:
     """Rows = setups (one per method), columns = GPUs. With ``adapt``, a GPU without bf16 (T4, V100) is
-    judged with the setup's fp16 twin (:func:`adapt_setup`)."""
+    judged with the setup's fp16 twin (:func:`adapt_setup`).
+
+    ``replicas``: a dict that shares :class:`Replica` objects across calls (compare passes one for all its
+    models): an estimate the estimator returns again (the memory model does for models with the same
+    profile) is divided under each plan once, when its layout is equal too."""
     estimator = estimator or _default_estimator()
     rows = []
     for label, setup in setups.items():
@@ -273,7 +278,7 @@ def fit_matrix(arch: Any, setups: Mapping[str, Any], gpus: Sequence[GPU], *, est
             s = adapt_setup(setup, gpu) if adapt else setup
             if s not in cache:
                 est, layout = estimator(arch, s), model_layout(arch, s)
-                cache[s] = (est, layout, Replica(est, layout))
+                cache[s] = (est, layout, _replica(est, layout, replicas))
             est, layout, replica = cache[s]
             v = fit_plan(est, layout, gpu, ladder=ladder, max_gpus=max_gpus, nodes=nodes, host_ram=host_ram,
                          replica=replica)
@@ -281,6 +286,18 @@ def fit_matrix(arch: Any, setups: Mapping[str, Any], gpus: Sequence[GPU], *, est
         rows.append(MatrixRow(label, setup, cache[setup][0] if setup in cache else estimator(arch, setup),
                               tuple(verdicts)))
     return rows
+
+
+def _replica(est: Any, layout: ModelLayout, shared: dict | None) -> Replica:
+    """``Replica(est, layout)``, or the one ``shared`` holds for this very estimate and an equal layout. The
+    key is the estimate's identity: the Replica kept in ``shared`` holds the estimate, so the id stays its own."""
+    if shared is None:
+        return Replica(est, layout)
+    key = (id(est), layout)
+    replica = shared.get(key)
+    if replica is None:
+        replica = shared[key] = Replica(est, layout)
+    return replica
 
 
 def adapt_setup(setup: Any, gpu: GPU) -> Any:
