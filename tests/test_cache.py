@@ -236,7 +236,7 @@ def test_warm_revalidates_old_entries_with_conditional_requests(fakehub, fresh_e
                    ("hub", cdn_oid, 304, True)]             # ... which answers 304 (same-port CDN)
 
 
-def test_a_304_with_entity_headers_keeps_the_stored_range(fresh_env, tmp_path):
+def test_a_304_with_entity_headers_keeps_the_stored_range(fresh_env, tmp_path, monkeypatch):
     """Some servers send the full-file Content-Length on a 304; merged into the stored 206 it would look
     truncated. The client drops those headers."""
     hub = "https://hub.example"
@@ -253,6 +253,7 @@ def test_a_304_with_entity_headers_keeps_the_stored_range(fresh_env, tmp_path):
         b = min(b, len(body) - 1)
         return 206, {"Content-Range": f"bytes {a}-{b}/{len(body)}", "ETag": '"x"'}, body[a:b + 1]
 
+    monkeypatch.setenv("HUBVRAM_HTTP", "urllib3")  # `responses` mocks requests' HTTPAdapter
     with responses.RequestsMock(assert_all_requests_are_fired=False) as rs:
         rs.add_callback(responses.GET, f"{hub}/org/m/resolve/{sha}/model.safetensors", callback=serve)
         with HubClient(endpoint=hub, offline=False, token=False, max_age="1s", cache_dir=fresh_env) as c:

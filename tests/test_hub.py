@@ -31,6 +31,12 @@ TOKEN = "hf_SeCrEtToKeN_do_not_store_1234567890"
 CONFIG = b'{"model_type": "llama", "hidden_size": 64}'
 
 
+@pytest.fixture(autouse=True)
+def _requests_transport(monkeypatch):
+    """`responses` mocks requests' HTTPAdapter: ranged reads go through it too (HUBVRAM_HTTP=urllib3)."""
+    monkeypatch.setenv("HUBVRAM_HTTP", "urllib3")
+
+
 def small_file() -> bytes:
     return st_save({"a": np.zeros((2, 3), np.float32), "b": np.ones(4, np.float16)})
 

@@ -27,6 +27,12 @@ CFG = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_siz
        "tie_word_embeddings": False, "torch_dtype": "float16", "max_position_embeddings": 64}
 
 
+@pytest.fixture(autouse=True)
+def _requests_transport(monkeypatch):
+    """`responses` mocks requests' HTTPAdapter: ranged reads go through it too (HUBVRAM_HTTP=urllib3)."""
+    monkeypatch.setenv("HUBVRAM_HTTP", "urllib3")
+
+
 def tiny_llama_arrays() -> dict[str, np.ndarray]:
     h, i, kv, v = 16, 48, 8, 100
     out = {"model.embed_tokens.weight": (v, h), "model.norm.weight": (h,), "lm_head.weight": (v, h)}

@@ -73,6 +73,7 @@ from .httpcache import (DEFAULT_MAX_AGE_S, OFFLINE_HINT, RepoInfo, Stats, cache_
                         max_age_from_env, parse_max_age, parse_revision_answer, range_header, read_header)
 from .safetensors import FIRST_READ_BYTES, MAX_HEADER_BYTES
 from .sources import cache_root, default_cache_dir  # noqa: F401  (default_cache_dir: part of this module's API)
+from .transport import RangeAdapter
 
 __all__ = ["HubClient", "RepoInfo", "Stats", "default_cache_dir", "max_age_from_env", "parse_max_age"]
 
@@ -449,6 +450,9 @@ class HubClient:
             for s in (self._session, self._plain):
                 s.mount("http://", adapter)
                 s.mount("https://", adapter)
+        #: the plain session's ranged reads (``_plain_get``): http.client (hubvram.transport), unless
+        #: $HUBVRAM_HTTP=urllib3 sends them through requests' own adapter (e.g. for `responses` mocks)
+        self._ranges = RangeAdapter() if os.environ.get("HUBVRAM_HTTP", "").lower() != "urllib3" else None
 
     # -- public API -------------------------------------------------------------------------------
     def repo_info(self, repo_id: str, revision: str | None = "main", prefetch: Sequence[str] = ()) -> RepoInfo:
@@ -576,6 +580,8 @@ class HubClient:
         self._prefetched.clear()
         self._session.close()
         self._plain.close()
+        if self._ranges is not None:
+            self._ranges.close()
         if self._temp_cache:
             shutil.rmtree(self._temp_cache, ignore_errors=True)
 
@@ -801,7 +807,9 @@ class HubClient:
         for _ in range(s.max_redirects + 1):
             p = requests.PreparedRequest()
             p.prepare(method="GET", url=url, headers=fields, auth=self._auth)
-            r = s.get_adapter(url).send(p, stream=stream, timeout=self.timeout, verify=s.verify, proxies={})
+            # ranged reads (bounded, the many): http.client; whole files (config, index): urllib3
+            adapter = self._ranges if self._ranges is not None and "Range" in fields else s.get_adapter(url)
+            r = adapter.send(p, stream=stream, timeout=self.timeout, verify=s.verify, proxies={})
             if not r.is_redirect:
                 r.history = history
                 return r
