@@ -4,7 +4,8 @@ Input: the per-replica :class:`~hubvram.memory.Estimate` (what one process would
 :class:`Plan` (strategy, GPU count, nodes, offload). Output: :class:`PerGPU`, the same step as one of the N
 processes sees it: every component divided the way the strategy divides it, plus the buffers the
 strategy adds (ZeRO-3 gather buffer, FSDP unsharded units, DDP gradient buckets), the host RAM an offload
-needs, and the peak / reserved / device figures.
+needs, and the peak / reserved / device figures. :func:`per_gpu` answers for one plan; a :class:`Replica`
+answers for the many plans a fit search tries on one estimate, doing the plan-independent work once.
 
 The rules, each a small function below with its source:
 
@@ -758,12 +759,14 @@ class Replica:
         return comps
 
     def figures(self, plan: Plan) -> Figures:
+        """The per-GPU figures under ``plan`` (computed once per plan)."""
         f = self._figures.get(plan)
         if f is None:
             f = self._figures[plan] = self._compute_figures(plan)
         return f
 
     def per_gpu(self, plan: Plan) -> PerGPU:
+        """``per_gpu(est, plan, layout)``: the figures with every part (computed once per plan)."""
         pg = self._per_gpu.get(plan)
         if pg is None:
             pg = self._per_gpu[plan] = self._compute_per_gpu(plan)
@@ -813,7 +816,7 @@ class Replica:
 
     def _compute_per_gpu(self, plan: Plan) -> PerGPU:
         comps = self.components(plan)
-        parts = [fixed or _part(t, shard_divisor(t.category, plan), offloaded(t.category, plan))
+        parts = [fixed if fixed is not None else _part(t, shard_divisor(t.category, plan), offloaded(t.category, plan))
                  for t, fixed in zip(comps.terms, comps.fixed_parts)]
         buffers, notes = _strategy_buffers(plan, self.layout, comps,
                                            sum(x.bytes for x in parts if x.category == "gradients"))
