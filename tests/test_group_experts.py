@@ -13,7 +13,7 @@ import pytest
 from helpers import snapshot_config, write_header_only
 from hubvram import snapshot
 from hubvram.api import load_model
-from hubvram.architecture import describe
+from hubvram.architecture import ParamTensor, describe
 from hubvram.inventory import tensors_from_config
 from hubvram.memory import Setup, estimate
 from hubvram.metadata import TensorInfo, expert_group_name, group_experts
@@ -94,3 +94,13 @@ def test_snapshot_json_round_trip_keeps_counts():
     # an entry written before folding (one item per expert) reads back folded
     unfolded, _ = tensors_from_config(meta.config)
     assert snapshot.tensors_from_json(snapshot.tensors_to_json(unfolded)) == meta.tensors
+
+
+def test_param_tensors_are_ordinary_frozen_dataclasses():
+    """annotate builds ParamTensors without their __init__ (architecture._param_tensor): same values, frozen."""
+    arch = describe(snapshot.load("deepseek-ai/DeepSeek-V3"))
+    for t in arch.tensors:
+        assert ParamTensor(**dataclasses.asdict(t)) == t
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        arch.tensors[0].params = 1
+    assert hash(arch.tensors[0]) == hash(ParamTensor(**dataclasses.asdict(arch.tensors[0])))

@@ -51,6 +51,19 @@ def main() -> None:
       hubvram meta-llama/Llama-3.1-70B --offline --format json
       hubvram ./my-checkpoint-folder
     """
+    _few_collections()
+
+
+#: Collect young objects every 100,000 allocations, not 700: a run builds its model pictures (tens of
+#: thousands of small objects for 100 models) and exits; the default threshold makes the collector walk
+#: them over and over (~0.25 s of a 1.3 s compare of 100 models). mypy's main does the same.
+GC_THRESHOLD = (100_000, 50, 100)
+
+
+def _few_collections() -> None:
+    import gc
+
+    gc.set_threshold(*GC_THRESHOLD)
 
 
 @main.command()
