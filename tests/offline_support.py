@@ -38,7 +38,7 @@ def fresh_env(tmp_path, monkeypatch) -> Path:
     cache_dir = tmp_path / "hubvram-cache"
     monkeypatch.setenv("HUBVRAM_CACHE_DIR", str(cache_dir))
     import hubvram.hub
-    monkeypatch.setattr(hubvram.hub, "get_token", lambda: None)  # never a real token file
+    monkeypatch.setattr(hubvram.hub, "hub_token", lambda: None)  # never a real token file
     return cache_dir
 
 

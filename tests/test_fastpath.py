@@ -14,7 +14,7 @@ import sys
 import pytest
 
 from fakehub import status
-from hubvram import fastpath
+from hubvram import fastpath, tokens
 from hubvram.api import load_metadata
 from hubvram.hub import HubClient
 from hubvram.metadata import ModelRef
@@ -114,17 +114,29 @@ def test_a_revision_answer_that_is_not_a_clean_200_is_no_answer(fakehub, env):
 
 def test_the_token_is_the_one_huggingface_hub_would_send(fakehub, env, monkeypatch, tmp_path):
     _warm(fakehub, env)
-    assert fastpath._plain_token() is False  # none anywhere
+    assert tokens.plain_token() is False  # none anywhere
     token_file = tmp_path / "hf_home" / "token"
     token_file.parent.mkdir()
     token_file.write_text("hf_from_file\n")
-    assert fastpath._plain_token() == "hf_from_file"
+    assert tokens.plain_token() == "hf_from_file"
     (token_file.parent / "stored_tokens").write_text("[oauth]\nhf_token = hf_from_file\nrefresh_token = r\n")
-    assert fastpath._plain_token() is None  # an OAuth token huggingface_hub may have to refresh first
+    assert tokens.plain_token() is None  # an OAuth token huggingface_hub may have to refresh first
     monkeypatch.setenv("HF_TOKEN", " hf_from_env\r\n")
-    assert fastpath._plain_token() == "hf_from_env"
+    assert tokens.plain_token() == "hf_from_env"
     fastpath.branch_sha(fakehub.endpoint, REPO, "main")
     assert [r.authorization for r in fakehub.requests] == ["Bearer hf_from_env"]
     monkeypatch.setenv("HF_TOKEN_PATH", str(tmp_path / "elsewhere"))
     monkeypatch.delenv("HF_TOKEN")
-    assert fastpath._plain_token() is False
+    assert tokens.plain_token() is False
+
+
+def test_hub_token_asks_huggingface_hub_only_when_the_token_is_not_plain(env, monkeypatch, tmp_path):
+    import huggingface_hub
+
+    asked = []
+    monkeypatch.setattr(huggingface_hub, "get_token", lambda: asked.append(1) or "hf_from_hub")
+    assert (tokens.hub_token(), asked) == (None, [])  # no token anywhere: None, huggingface_hub not asked
+    monkeypatch.setenv("HF_TOKEN", "hf_plain")
+    assert (tokens.hub_token(), asked) == ("hf_plain", [])
+    monkeypatch.setenv("HF_OIDC_RESOURCE", "x")
+    assert (tokens.hub_token(), asked) == ("hf_from_hub", [1])

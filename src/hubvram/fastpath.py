@@ -21,13 +21,13 @@ from __future__ import annotations
 import json
 import os
 import re
-from pathlib import Path
 from urllib.parse import quote, urlsplit
 
 from . import memo
 from .errors import HubvramError
 from .httpcache import default_endpoint, max_age_from_env, open_reader, parse_revision_answer, parse_max_age
 from .metadata import Metadata, ModelRef
+from .tokens import plain_token
 
 _SHA_RE = re.compile(r"^[0-9a-f]{40}$")
 MAX_ANSWER_BYTES = 50_000_000  # = hub.MAX_FILE_BYTES
@@ -87,7 +87,7 @@ def branch_sha(endpoint: str, repo_id: str, revision: str, token: str | bool | N
     if any(os.environ.get(v) or os.environ.get(v.upper()) for v in _PROXY_VARS):
         return None
     if token is None:
-        token = _plain_token()
+        token = plain_token()
         if token is None:
             return None
     parts = urlsplit(endpoint)
@@ -118,41 +118,6 @@ def branch_sha(endpoint: str, repo_id: str, revision: str, token: str | bool | N
     except (OSError, ValueError, HubvramError, http.client.HTTPException):
         return None
     return info.sha
-
-
-def _plain_token() -> str | bool | None:
-    """The token huggingface_hub would send, when it is a plain one: ``HF_TOKEN`` (or the older name), else
-    the token file (``$HF_TOKEN_PATH``, ``$HF_HOME/token``); False when there is none; None when only
-    huggingface_hub can tell (OIDC exchange, an OAuth token with a refresh token, a file it cannot read)."""
-    if os.environ.get("HF_OIDC_RESOURCE"):
-        return None
-    for var in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"):
-        value = _clean(os.environ.get(var))
-        if value:
-            return value
-    home = os.path.expandvars(os.path.expanduser(os.environ.get("HF_HOME") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join("~", ".cache"), "huggingface")))
-    path = Path(os.path.expandvars(os.path.expanduser(os.environ.get("HF_TOKEN_PATH")
-                                                      or os.path.join(home, "token"))))
-    try:
-        value = _clean(path.read_text())
-    except FileNotFoundError:
-        return False
-    except (OSError, UnicodeError):
-        return None
-    if not value:
-        return False
-    try:
-        stored = (path.parent / "stored_tokens").read_text()
-    except FileNotFoundError:
-        return value
-    except (OSError, UnicodeError):
-        return None
-    return None if "refresh_token" in stored else value
-
-
-def _clean(token: str | None) -> str | None:
-    return (token or "").replace("\r", "").replace("\n", "").strip() or None
 
 
 def _tls_context():

@@ -58,7 +58,6 @@ from urllib.parse import quote, urljoin, urlsplit
 import requests
 import requests_cache
 from huggingface_hub import constants as hf_constants
-from huggingface_hub import get_token
 from requests.adapters import BaseAdapter, HTTPAdapter
 from requests.cookies import RequestsCookieJar
 from requests.structures import CaseInsensitiveDict
@@ -73,6 +72,7 @@ from .httpcache import (DEFAULT_MAX_AGE_S, OFFLINE_HINT, RepoInfo, Stats, cache_
                         max_age_from_env, parse_max_age, parse_revision_answer, range_header, read_header)
 from .safetensors import FIRST_READ_BYTES, MAX_HEADER_BYTES
 from .sources import cache_root, default_cache_dir  # noqa: F401  (default_cache_dir: part of this module's API)
+from .tokens import hub_token
 from .transport import RangeAdapter
 
 __all__ = ["HubClient", "RepoInfo", "Stats", "default_cache_dir", "max_age_from_env", "parse_max_age"]
@@ -408,7 +408,7 @@ class HubClient:
         self.max_age = max_age_from_env() if max_age is None else parse_max_age(max_age)
         if token is None and not self.offline:  # offline needs no token (get_token may refresh/OIDC)
             try:
-                token = get_token()
+                token = hub_token()
             except Exception as e:
                 raise HubError(f"could not read the Hugging Face token ({type(e).__name__})",
                                hint="check HF_TOKEN or run `hf auth login`") from None
