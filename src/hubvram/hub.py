@@ -74,6 +74,7 @@ from .safetensors import FIRST_READ_BYTES, MAX_HEADER_BYTES
 from .sources import cache_root, default_cache_dir  # noqa: F401  (default_cache_dir: part of this module's API)
 from .tokens import hub_token
 from .transport import RangeAdapter
+from .workers import Workers
 
 __all__ = ["HubClient", "RepoInfo", "Stats", "default_cache_dir", "max_age_from_env", "parse_max_age"]
 
@@ -427,7 +428,7 @@ class HubClient:
         #: stored together afterwards by _store: requests-cache would write three rows per read (the answer,
         #: the CDN hop under its signed URL, a redirect alias), each in its own transaction.
         self._prefetched: dict[tuple[str, str, str], bytes | GatedRepoError] = {}  # see repo_info(prefetch=)
-        self._pool: ThreadPoolExecutor | None = None  # see _workers
+        self._pool: Workers | None = None  # see _workers
         self._workers_lock = threading.Lock()
         self._closed = False
         self._plain = requests.Session()
@@ -544,38 +545,30 @@ class HubClient:
         finally:
             pending.flush()
 
-    def _workers(self) -> ThreadPoolExecutor:
+    def _workers(self) -> Workers:
         """The client's threads for header reads, kept from one model to the next (a 405B repo needs 191)."""
         with self._workers_lock:
             if self._closed:
                 raise RuntimeError("the HubClient is closed")
             if self._pool is None:
-                self._pool = ThreadPoolExecutor(max_workers=self.max_workers, thread_name_prefix="hubvram-hdr")
+                self._pool = Workers(self.max_workers, name="hubvram-hdr")
             return self._pool
 
     def _start_workers(self, n: int, until: threading.Event) -> None:
         """Start up to n header-read threads in the background until ``until`` is set: while a first revision
         lookup is in flight the process is idle, and starting a thread takes ~0.15 ms (30 ms for the 191 of a
         405B repo, otherwise spent after the lookup answers). A fast answer leaves few threads started."""
-        def start() -> None:
-            pool, go = self._workers(), threading.Event()
-            try:
-                for _ in range(n):  # tasks that block until we stop: each gets a thread of its own
-                    if until.is_set():
-                        break
-                    pool.submit(go.wait, 5.0)
-            except RuntimeError:  # the client was closed meanwhile
-                pass
-            finally:
-                go.set()
-
-        threading.Thread(target=start, name="hubvram-start", daemon=True).start()
+        try:
+            pool = self._workers()
+        except RuntimeError:  # closed
+            return
+        threading.Thread(target=pool.start, args=(n, until), name="hubvram-start", daemon=True).start()
 
     def close(self) -> None:
         with self._workers_lock:
             self._closed = True
             if self._pool is not None:
-                self._pool.shutdown(wait=True, cancel_futures=True)
+                self._pool.close()  # idle threads told to stop; nothing is running (fetch_headers waits)
                 self._pool = None
         self._prefetched.clear()
         self._session.close()
