@@ -11,7 +11,8 @@ What it measures (all on this machine, in this run):
     ``hubvram meta-llama/Meta-Llama-3-8B --offline`` (bundled snapshot), and a model fetched once from the
     fake Hub then answered from the HTTP cache (``--offline``, and online pinned at its commit);
 (b) ``hubvram compare`` over 100 cached models (26 snapshot models + 74 fake-Hub repos warmed into the HTTP
-    cache), plus the same load in-process (``api.load_models``);
+    cache, which also writes each commit's memo), plus the same load in-process (``api.load_models``), the
+    26 snapshot models alone, and the 100 with the memo removed before each run (stored headers parsed again);
 (c) cold fetch of a Llama-3.1-405B-shaped repo (191 safetensors shards, real tensor names and shapes from
     ``hubvram.inventory.tensors_from_config``) from the fake Hub with 50 ms added to every request: round trips
     implied, requests by kind (client ``HubClient.stats`` and the fake Hub's log), peak RSS;
