@@ -175,3 +175,14 @@ def test_only_hub_metadata_at_a_commit_is_memoized(tmp_path):
     assert _fields(got) == _fields(hub)
     assert memo.lookup("meta-llama/Meta-Llama-3-8B", "main", endpoint="https://huggingface.co",
                        cache_dir=tmp_path) is None
+
+
+def test_without_readable_sources_there_is_no_memo(fakehub, tmp_path, monkeypatch):
+    monkeypatch.setattr(memo, "_code_digest", None)
+    monkeypatch.setattr(memo, "CODE_MODULES", ("no-such-module.py",))
+    sha, total = _moe_repo(fakehub)
+    with _client(fakehub, tmp_path, offline=False) as c:
+        meta = load_metadata(REPO, client=c)
+    assert sum(t.numel * t.count for t in meta.tensors) == total and memo.code_digest() is None
+    assert not (tmp_path / "memo").exists()
+    assert memo.lookup(REPO, sha, endpoint=fakehub.endpoint, cache_dir=tmp_path) is None

@@ -44,16 +44,21 @@ _SHA_RE = re.compile(r"^[0-9a-f]{40}$")
 _code_digest: str | None = None
 
 
-def code_digest() -> str:
-    """sha256 over the source of :data:`CODE_MODULES` (read once per process)."""
+def code_digest() -> str | None:
+    """sha256 over the source of :data:`CODE_MODULES` (read once per process); None when the sources cannot
+    be read (an install without .py files): then there is no memo."""
     global _code_digest
     if _code_digest is None:
         h = hashlib.sha256()
         here = Path(__file__).parent
-        for name in CODE_MODULES:
-            h.update(name.encode() + b"\0" + (here / name).read_bytes() + b"\0")
-        _code_digest = h.hexdigest()
-    return _code_digest
+        try:
+            for name in CODE_MODULES:
+                h.update(name.encode() + b"\0" + (here / name).read_bytes() + b"\0")
+        except OSError:
+            _code_digest = ""
+        else:
+            _code_digest = h.hexdigest()
+    return _code_digest or None
 
 
 def memo_dir(cache_dir: str | os.PathLike | None = None) -> Path:
@@ -68,7 +73,7 @@ def lookup(repo_id: str, sha: str, *, endpoint: str, cache_dir: str | os.PathLik
            max_age: float | None = None) -> Metadata | None:
     """The memoized Metadata of ``repo_id`` at commit ``sha``, or None. ``max_age`` (seconds; None: any
     age): older files are a miss, as online reads of the HTTP cache revalidate entries that old."""
-    if not _SHA_RE.match(sha):
+    if not _SHA_RE.match(sha) or code_digest() is None:
         return None
     try:
         obj = json.loads(_path(cache_dir, repo_id, sha).read_bytes())
@@ -89,7 +94,7 @@ def lookup(repo_id: str, sha: str, *, endpoint: str, cache_dir: str | os.PathLik
 def store(meta: Metadata, *, endpoint: str, cache_dir: str | os.PathLike | None = None) -> bool:
     """Memoize Hub metadata at a commit sha; False (and nothing written) when it is not that, or the
     folder cannot be written (a read-only cache still answers from the HTTP cache)."""
-    if meta.source != "hub" or not meta.revision or not _SHA_RE.match(meta.revision):
+    if meta.source != "hub" or not meta.revision or not _SHA_RE.match(meta.revision) or code_digest() is None:
         return False
     doc = {"format": FORMAT, "code": code_digest(), "endpoint": endpoint, "created": time.time(),
            "metadata": metadata_to_json(meta)}
