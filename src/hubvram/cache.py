@@ -24,7 +24,9 @@ holding one JSON document::
 
 Canonical JSON: ``json.dumps(obj, sort_keys=True, separators=(",", ":"))``, UTF-8. Extras in an entry
 (``hubvram-snapshot/1`` readers ignore them): ``tensors_from`` ("safetensors" | "config"; ``tensors`` is
-then always the full inventory), ``index_total_size``, ``warnings``, ``files``, ``fetched``.
+then always the full inventory, each layer's routed experts folded into ``[name, dtype, shape, count]``),
+``index_total_size``, ``warnings``, ``files``, ``fetched``. ``clear`` also removes the memo files
+(:mod:`hubvram.memo`), which are derived from the HTTP rows.
 :func:`import_` checks the gzip header, the stream (CRC-32, length, no trailing bytes), the document
 checksum, then every entry (checksum, :func:`hubvram.snapshot.read_entry`, a 40-hex revision, the extras'
 types, and that it converts to :class:`~hubvram.metadata.Metadata`) before writing anything: a changed or
