@@ -422,3 +422,12 @@ def test_an_unreadable_http_cache_is_one_line_and_clear_removes_it(fresh_env):
     r = cli("cache", "clear")
     assert (r.exit_code, r.stdout) == (0, "removed 0 HTTP cache entries and 0 imported files (5.5 KiB)\n")
     assert cli("cache", "ls").stdout == f"nothing cached in {fresh_env}\n"
+
+
+def test_http_cache_may_have_is_one_key_read_for_the_revision_asked(two_models, fresh_env, fakehub):
+    sha = two_models["org/tiny"]
+    have = lambda repo, rev=None: cache.http_cache_may_have(repo, fresh_env, rev, fakehub.endpoint)  # noqa: E731
+    assert have("org/tiny") and have("org/tiny", "main") and have("org/tiny", sha)  # the sha alias of main
+    assert not have("org/tiny", "v2") and not have("org/never-cached") and not have("org/tiny", "0" * 40)
+    assert not cache.http_cache_may_have("org/tiny", fresh_env, None, "https://elsewhere.example")
+    assert not cache.http_cache_may_have("org/tiny", fresh_env / "nowhere", None, fakehub.endpoint)

@@ -58,7 +58,7 @@ def load_metadata(ref: str | ModelRef, *, revision: str | None = None, client: "
         return from_local(ref)
     if offline is None:
         offline = offline_from_env()
-    if offline and client is None and not _http_cache_may_have(ref.repo_id, cache_dir):
+    if offline and client is None and not _http_cache_may_have(ref, cache_dir, endpoint):
         return _stored(ref, cache_dir, None)  # the HTTP cache cannot answer: no requests import, no files
     if not offline and client is None:
         meta = _fast(ref, cache_dir=cache_dir, endpoint=endpoint, token=token, max_age=max_age)
@@ -125,12 +125,12 @@ def _unreachable(ref: ModelRef, client: "HubClient", cache_dir, e: NetworkError)
     return replace(meta, warnings=meta.warnings + (f"network unreachable ({e.message}): answered from {where}",))
 
 
-def _http_cache_may_have(repo_id: str, cache_dir) -> bool:
+def _http_cache_may_have(ref: ModelRef, cache_dir, endpoint) -> bool:
     if not _http_cache_exists(cache_dir):
         return False
     from .cache import http_cache_may_have
 
-    return http_cache_may_have(repo_id, cache_dir)
+    return http_cache_may_have(ref.repo_id, cache_dir, ref.revision, endpoint)
 
 
 def _store_exists(cache_dir) -> bool:
