@@ -42,3 +42,21 @@ def write_header_only(path: Path, tensors, metadata=None) -> int:
         f.write(head)
         f.truncate(len(head) + data_len)
     return len(head) + data_len
+
+
+def two_shard_repo(fakehub, repo: str, config: dict) -> tuple[str, int]:
+    """Serve ``config``'s full (per-expert) inventory as a 2-shard repo with its index; (sha, Σ numel)."""
+    from fakehub import VirtualSafetensors
+    from hubvram.inventory import tensors_from_config
+
+    tensors, _ = tensors_from_config(config)
+    files = {"config.json": json.dumps(config).encode()}
+    wm = {}
+    half = len(tensors) // 2
+    for i, group in enumerate((tensors[:half], tensors[half:]), 1):
+        name = f"model-0000{i}-of-00002.safetensors"
+        header, size = build_safetensors_header({t.name: (t.dtype, t.shape) for t in group})
+        files[name] = VirtualSafetensors(header, size)
+        wm.update({t.name: name for t in group})
+    files["model.safetensors.index.json"] = json.dumps({"weight_map": wm}).encode()
+    return fakehub.add_repo(repo, files), sum(t.numel for t in tensors)

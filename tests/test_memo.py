@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from fakehub import VirtualSafetensors, build_safetensors_header
+from helpers import two_shard_repo
 from hubvram import memo, snapshot
 from hubvram.api import load_metadata
 from hubvram.hub import HubClient
@@ -33,17 +33,7 @@ def _moe_repo(fakehub, repo=REPO):
     cfg = dict(snapshot.load("Qwen/Qwen3-30B-A3B").config, num_hidden_layers=2, num_experts=8, hidden_size=64,
                moe_intermediate_size=32, intermediate_size=128, vocab_size=512, num_attention_heads=4,
                num_key_value_heads=2, head_dim=16)
-    tensors, _ = tensors_from_config(cfg)
-    files = {"config.json": json.dumps(cfg).encode()}
-    wm = {}
-    half = len(tensors) // 2
-    for i, group in enumerate((tensors[:half], tensors[half:]), 1):
-        name = f"model-0000{i}-of-00002.safetensors"
-        header, size = build_safetensors_header({t.name: (t.dtype, t.shape) for t in group})
-        files[name] = VirtualSafetensors(header, size)
-        wm.update({t.name: name for t in group})
-    files["model.safetensors.index.json"] = json.dumps({"weight_map": wm}).encode()
-    return fakehub.add_repo(repo, files), sum(t.numel for t in tensors)
+    return two_shard_repo(fakehub, repo, cfg)
 
 
 def _client(fakehub, cache_dir, **kw):

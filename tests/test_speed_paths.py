@@ -8,6 +8,7 @@ import os
 import pytest
 
 from fakehub import build_safetensors_header
+from helpers import two_shard_repo
 from hubvram import snapshot
 from hubvram.inventory import tensors_from_config
 from hubvram.safetensors import HEADER_ENTRY_BYTES, header_read_size
@@ -84,20 +85,7 @@ def test_header_reads_store_one_row_each_that_requests_cache_finds(fakehub, tmp_
 
 # --- config.json and the index asked together with the revision lookup ---------------------------------------
 def _sharded(fakehub, repo="org/sharded"):
-    from fakehub import VirtualSafetensors
-
-    cfg = snapshot.load("meta-llama/Llama-3.2-1B").config
-    tensors, _ = tensors_from_config(cfg)
-    half = len(tensors) // 2
-    files = {"config.json": json.dumps(cfg).encode()}
-    wm = {}
-    for i, group in enumerate((tensors[:half], tensors[half:]), 1):
-        name = f"model-0000{i}-of-00002.safetensors"
-        header, size = build_safetensors_header({t.name: (t.dtype, t.shape) for t in group})
-        files[name] = VirtualSafetensors(header, size)
-        wm.update({t.name: name for t in group})
-    files["model.safetensors.index.json"] = json.dumps({"weight_map": wm}).encode()
-    return fakehub.add_repo(repo, files), sum(t.numel for t in tensors)
+    return two_shard_repo(fakehub, repo, snapshot.load("meta-llama/Llama-3.2-1B").config)
 
 
 def test_a_first_fetch_asks_config_and_index_with_the_revision_lookup(fakehub, tmp_path):

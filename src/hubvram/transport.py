@@ -38,6 +38,16 @@ _STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError,
 _Key = tuple[str, str, int]
 
 
+def _failure(e: BaseException, request: requests.PreparedRequest) -> requests.RequestException:
+    """A transport failure as the requests exception HubClient retries."""
+    if isinstance(e, http.client.IncompleteRead):
+        return requests.exceptions.ChunkedEncodingError(f"truncated answer: {len(e.partial)} bytes read",
+                                                        request=request)
+    if isinstance(e, (TimeoutError, socket.timeout)):
+        return requests.exceptions.ReadTimeout(f"read timed out ({e})", request=request)
+    return requests.ConnectionError(f"{type(e).__name__}: {e}", request=request)
+
+
 class RangeAdapter(BaseAdapter):
     """``send`` for GETs with a ``Range`` header, over pooled http.client connections (thread-safe)."""
 
@@ -65,17 +75,11 @@ class RangeAdapter(BaseAdapter):
             try:
                 conn.request(request.method or "GET", target, headers=headers)
                 r = conn.getresponse()
-            except _STALE as e:
-                conn.close()
-                if reused and attempt == 1:
-                    continue  # the server closed an idle connection: once more on a new one
-                raise requests.ConnectionError(f"{type(e).__name__}: {e}", request=request) from None
-            except (TimeoutError, socket.timeout) as e:
-                conn.close()
-                raise requests.exceptions.ReadTimeout(f"read timed out ({e})", request=request) from None
             except (OSError, http.client.HTTPException) as e:
                 conn.close()
-                raise requests.ConnectionError(f"{type(e).__name__}: {e}", request=request) from None
+                if isinstance(e, _STALE) and reused and attempt == 1:
+                    continue  # the server closed an idle connection: once more on a new one
+                raise _failure(e, request) from None
             break
         return self._response(request, r, conn, key, asked)
 
@@ -139,16 +143,9 @@ class RangeAdapter(BaseAdapter):
             if r.status == 200 and asked and len(body) > limit:
                 body = body[:limit]  # a whole file where a range was asked: only the part wanted
             complete = r.isclosed() or r.length == 0
-        except http.client.IncompleteRead as e:
-            conn.close()
-            raise requests.exceptions.ChunkedEncodingError(f"truncated answer: {len(e.partial)} bytes read",
-                                                           request=request) from None
-        except (TimeoutError, socket.timeout) as e:
-            conn.close()
-            raise requests.exceptions.ReadTimeout(f"read timed out ({e})", request=request) from None
         except (OSError, http.client.HTTPException) as e:
             conn.close()
-            raise requests.ConnectionError(f"{type(e).__name__}: {e}", request=request) from None
+            raise _failure(e, request) from None
         if complete and not r.will_close:
             self._give_back(key, conn)
         else:
