@@ -25,7 +25,7 @@ from urllib.parse import quote, urlsplit
 
 from . import memo
 from .errors import HubvramError
-from .httpcache import default_endpoint, max_age_from_env, open_reader, parse_revision_answer, parse_max_age
+from .httpcache import default_endpoint, max_age_from_env, open_reader, parse_max_age, parse_revision_answer
 from .metadata import Metadata, ModelRef
 from .tokens import plain_token
 
@@ -62,7 +62,8 @@ def _private(cache_dir) -> bool:
 
     try:
         st = os.stat(cache_root(cache_dir) / "http_cache.sqlite")
-        return st.st_mode & 0o777 == 0o600 and st.st_uid == os.geteuid()
+        uid = getattr(os, "geteuid", None)  # (not on Windows: the mode check alone)
+        return st.st_mode & 0o777 == 0o600 and (uid is None or st.st_uid == uid())
     except FileNotFoundError:
         return True
     except OSError:
