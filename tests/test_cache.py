@@ -80,7 +80,8 @@ def test_info_reports_paths_sizes_counts_and_max_age(two_models, fresh_env, monk
         "http_entries": 8, "http_redirects": 0, "http_models": 2, "http_unattributed": 0,
         "store_dir": str(fresh_env / "metadata"), "store_entries": 0, "store_models": 0, "store_bytes": 0,
         "snapshot_dir": str(snapshot.snapshot_dir()), "snapshot_entries": len(snapshot.available()),
-        "max_age_s": float(DEFAULT_MAX_AGE_S)}
+        "max_age_s": float(DEFAULT_MAX_AGE_S), "memo_dir": str(fresh_env / "memo"), "memo_entries": 2,
+        "memo_bytes": sum(p.stat().st_size for p in (fresh_env / "memo").iterdir())}
     assert i["snapshot_entries"] == 26
     monkeypatch.setenv("HUBVRAM_MAX_AGE", "12h")
     assert cli_json("cache", "info")["max_age_s"] == 43200.0
@@ -89,6 +90,7 @@ def test_info_reports_paths_sizes_counts_and_max_age(two_models, fresh_env, monk
     text = cli("cache", "info").stdout
     assert f"HTTP cache         {db} (" in text and "8 entries, 2 models)" in text
     assert "revalidate after   never" in text and "bundled snapshot   " in text and "(26 models)" in text
+    assert f"metadata memo      {fresh_env / 'memo'} (2 commits, " in text
 
 
 def test_clear_one_model_removes_only_its_entries(two_models, fresh_env, network_off):

@@ -515,6 +515,9 @@ class CacheInfo:
     snapshot_dir: Path
     snapshot_entries: int
     max_age_s: float | None        # revalidation age in force (HUBVRAM_MAX_AGE), None: never
+    memo_dir: Path | None = None   # hubvram.memo: the parsed metadata of each fetched commit
+    memo_entries: int = 0
+    memo_bytes: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
@@ -528,6 +531,9 @@ def info(cache_dir: str | os.PathLike | None = None, *, max_age: float | None | 
     rows, redirects, _ = _read_rows(db)
     size = sum(p.stat().st_size for p in (db, Path(f"{db}-wal"), Path(f"{db}-shm")) if p.exists())
     store_files = [p for p in _store_files(root) if p.suffix == ".json"]
+    from . import memo
+
+    memo_files = memo.files(root)
     return CacheInfo(
         cache_dir=root, http_cache=db, http_cache_bytes=size, http_entries=len(rows), http_redirects=redirects,
         http_models=len({r.model.lower() for r in rows if r.model}),
@@ -536,7 +542,15 @@ def info(cache_dir: str | os.PathLike | None = None, *, max_age: float | None | 
         store_models=len({_split_store_name(p)[0].lower() for p in store_files if _split_store_name(p)}),  # type: ignore[index]
         store_bytes=sum(p.stat().st_size for p in _store_files(root)),
         snapshot_dir=snapshot.snapshot_dir(), snapshot_entries=len(snapshot.available()),
-        max_age_s=max_age_from_env() if max_age == "env" else parse_max_age(max_age))  # type: ignore[arg-type]
+        max_age_s=max_age_from_env() if max_age == "env" else parse_max_age(max_age),  # type: ignore[arg-type]
+        memo_dir=memo.memo_dir(root), memo_entries=len(memo_files), memo_bytes=sum(_size_of(p) for p in memo_files))
+
+
+def _size_of(p: Path) -> int:
+    try:
+        return p.stat().st_size
+    except FileNotFoundError:  # removed meanwhile
+        return 0
 
 
 # --------------------------------------------------------------------------------------------------

@@ -269,6 +269,7 @@ def cache_info(cache_dir: str | None, fmt: str, debug: bool) -> None:
                 ("revalidate after", f"{age} (--max-age / HUBVRAM_MAX_AGE)"),
                 ("imported metadata", f"{i.store_dir} ({_n(i.store_entries, 'entry')}, "
                                       f"{_n(i.store_models, 'model')}, {_size(i.store_bytes)})"),
+                ("metadata memo", f"{i.memo_dir} ({_n(i.memo_entries, 'commit')}, {_size(i.memo_bytes)})"),
                 ("bundled snapshot", f"{i.snapshot_dir} ({_n(i.snapshot_entries, 'model')})")]
         width = max(len(k) for k, _ in rows)
         click.echo("\n".join(f"{k:<{width}}  {v}" for k, v in rows))
