@@ -53,6 +53,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 class _Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
     daemon_threads = True
 
+    def handle_error(self, request, client_address):  # a client that hangs up early is part of the tests
+        pass
+
 
 @pytest.fixture
 def server():
@@ -105,3 +108,40 @@ def test_transport_failures_are_requests_exceptions():
     p.prepare(method="GET", url="http://127.0.0.1:9/x", headers={"Range": "bytes=0-9"})
     with pytest.raises(requests.ConnectionError, match="cannot connect to 127.0.0.1:9"):
         a.send(p, timeout=(2, 2))
+
+
+@pytest.fixture
+def tls_server(server, tmp_path):
+    """The same server behind TLS, with a self-signed certificate for 127.0.0.1 (made by the openssl CLI)."""
+    import shutil
+    import ssl
+    import subprocess
+
+    if shutil.which("openssl") is None:  # pragma: no cover - present on the CI image
+        pytest.skip("openssl CLI not available")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    srv = _Server(("127.0.0.1", 0), _Handler)
+    srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+    srv.requests, srv.close_after_each = [], False
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    yield srv, str(cert)
+    srv.shutdown()
+    srv.server_close()
+
+
+def test_tls_is_verified_against_the_ca_bundle_asked_for(tls_server):
+    srv, cert = tls_server
+    a = RangeAdapter()
+    p = requests.PreparedRequest()
+    p.prepare(method="GET", url=f"https://127.0.0.1:{srv.server_port}/f", headers={"Range": "bytes=0-9"})
+    with pytest.raises(requests.ConnectionError, match="CERTIFICATE_VERIFY_FAILED"):
+        a.send(p, timeout=(5, 5))  # requests' default bundle does not know this self-signed certificate
+    r = a.send(p, timeout=(5, 5), verify=cert)
+    assert (r.status_code, r.content) == (206, BODY[:10])
+    a.close()
