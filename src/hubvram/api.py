@@ -27,6 +27,7 @@ from .metadata import Metadata, ModelRef
 from .sources import from_hub, from_local
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .early import EarlyFetch
     from .hub import HubClient
 
 
@@ -60,15 +61,17 @@ def load_metadata(ref: str | ModelRef, *, revision: str | None = None, client: "
         offline = offline_from_env()
     if offline and client is None and not _http_cache_may_have(ref, cache_dir, endpoint):
         return _stored(ref, cache_dir, None)  # the HTTP cache cannot answer: no requests import, no files
+    early = None
     if not offline and client is None:
         meta = _fast(ref, cache_dir=cache_dir, endpoint=endpoint, token=token, max_age=max_age)
         if meta is not None:
             return meta
+        early = _early(ref, cache_dir=cache_dir, endpoint=endpoint, token=token)
     own = client is None
     client = client or make_client(offline=offline, cache_dir=cache_dir, token=token, endpoint=endpoint,
                                    max_age=max_age)
     try:
-        return from_hub(ref, client)
+        return from_hub(ref, client, early)
     except OfflineMissError as e:
         return _stored(ref, getattr(client, "cache_dir", cache_dir), e)
     except NetworkError as e:
@@ -85,6 +88,19 @@ def _fast(ref: ModelRef, **kwargs) -> Metadata | None:
     from . import fastpath
 
     return fastpath.answer(ref, **kwargs)
+
+
+def _early(ref: ModelRef, *, cache_dir, endpoint, token) -> "EarlyFetch | None":
+    """For a first fetch (the revision asked is not in the HTTP cache), its first round trip started now,
+    while the HTTP stack imports (:mod:`hubvram.early`); None otherwise."""
+    if os.environ.get("HUGGINGFACE_CO_STAGING") or _http_cache_may_have(ref, cache_dir, endpoint):
+        return None
+    from .early import EarlyFetch
+    from .httpcache import default_endpoint
+    from .sources import PREFETCH
+
+    return EarlyFetch.start((endpoint or default_endpoint()).rstrip("/"), ref.repo_id, ref.revision or "main",
+                            PREFETCH, token)
 
 
 def _stored(ref: ModelRef, cache_dir, miss: OfflineMissError | None) -> Metadata:

@@ -21,18 +21,15 @@ from __future__ import annotations
 import json
 import os
 import re
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 from . import memo
+from .early import direct_token, get_once, request_headers
 from .errors import HubvramError
 from .httpcache import default_endpoint, max_age_from_env, open_reader, parse_max_age, parse_revision_answer
 from .metadata import Metadata, ModelRef
-from .tokens import plain_token
 
 _SHA_RE = re.compile(r"^[0-9a-f]{40}$")
-MAX_ANSWER_BYTES = 50_000_000  # = hub.MAX_FILE_BYTES
-TIMEOUT_S = 5.0
-_PROXY_VARS = ("http_proxy", "https_proxy", "all_proxy")
 
 
 def answer(ref: ModelRef, *, cache_dir=None, endpoint: str | None = None, token: str | bool | None = None,
@@ -85,52 +82,17 @@ def _last_seen(repo_id: str, revision: str, cache_dir, endpoint: str) -> str | N
 def branch_sha(endpoint: str, repo_id: str, revision: str, token: str | bool | None = None) -> str | None:
     """The commit ``revision`` is at now, by one plain GET of the revision API; None for anything but a
     clean 200 answer (or when a proxy or a token source only huggingface_hub handles is configured)."""
-    if any(os.environ.get(v) or os.environ.get(v.upper()) for v in _PROXY_VARS):
-        return None
+    token = direct_token(endpoint, token)
     if token is None:
-        token = plain_token()
-        if token is None:
-            return None
-    parts = urlsplit(endpoint)
-    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
         return None
     import http.client
 
-    path = f"{parts.path.rstrip('/')}/api/models/{repo_id}/revision/{quote(revision, safe='')}"
-    headers = {"User-Agent": "hubvram", "Accept-Encoding": "identity"}
-    if isinstance(token, str) and token:
-        headers["Authorization"] = f"Bearer {token}"
+    url = f"{endpoint.rstrip('/')}/api/models/{repo_id}/revision/{quote(revision, safe='')}"
     try:
-        if parts.scheme == "https":
-            conn: http.client.HTTPConnection = http.client.HTTPSConnection(
-                parts.hostname, parts.port, timeout=TIMEOUT_S, context=_tls_context())
-        else:
-            conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=TIMEOUT_S)
-        try:
-            conn.request("GET", path, headers=headers)
-            r = conn.getresponse()
-            length = r.getheader("Content-Length") or ""
-            if r.status != 200 or not length.isdigit() or int(length) > MAX_ANSWER_BYTES:
-                return None
-            body = r.read(int(length))
-        finally:
-            conn.close()
-        info = parse_revision_answer(json.loads(body), endpoint=endpoint, repo_id=repo_id, revision=revision)
+        answer = get_once(url, request_headers(token))
+        if answer is None or answer.status != 200:
+            return None
+        info = parse_revision_answer(json.loads(answer.body), endpoint=endpoint, repo_id=repo_id, revision=revision)
     except (OSError, ValueError, HubvramError, http.client.HTTPException):
         return None
     return info.sha
-
-
-def _tls_context():
-    """requests' CA choice: $REQUESTS_CA_BUNDLE / $CURL_CA_BUNDLE, else certifi's bundle."""
-    import ssl
-
-    cafile = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
-    if not cafile:
-        try:
-            import certifi
-
-            cafile = certifi.where()
-        except ImportError:
-            cafile = None
-    return ssl.create_default_context(cafile=cafile)

@@ -49,9 +49,10 @@ import sys
 import tempfile
 import threading
 import time
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from datetime import timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Mapping, Sequence
 from urllib.parse import quote, urljoin, urlsplit
 
@@ -66,8 +67,8 @@ from requests_cache.policy.expiration import get_expiration_datetime
 from requests_cache.serializers import SerializerPipeline, Stage
 from requests_cache.serializers.preconf import json_preconf_stage
 
-from .errors import (ConfigError, EntryNotFoundError, GatedRepoError, HeaderError, HubError, NetworkError,
-                     OfflineMissError, RepoNotFoundError, RevisionNotFoundError)
+from .errors import (ConfigError, EntryNotFoundError, GatedRepoError, HeaderError, HubError, HubvramError,
+                     NetworkError, OfflineMissError, RepoNotFoundError, RevisionNotFoundError)
 from .httpcache import (DEFAULT_MAX_AGE_S, OFFLINE_HINT, RepoInfo, Stats, cache_key,  # noqa: F401 (re-exported)
                         max_age_from_env, parse_max_age, parse_revision_answer, range_header, read_header)
 from .safetensors import FIRST_READ_BYTES, MAX_HEADER_BYTES
@@ -456,24 +457,31 @@ class HubClient:
         self._ranges = RangeAdapter() if os.environ.get("HUBVRAM_HTTP", "").lower() != "urllib3" else None
 
     # -- public API -------------------------------------------------------------------------------
-    def repo_info(self, repo_id: str, revision: str | None = "main", prefetch: Sequence[str] = ()) -> RepoInfo:
+    def repo_info(self, repo_id: str, revision: str | None = "main", prefetch: Sequence[str] = (),
+                  early: Any = None) -> RepoInfo:
         """Resolve a branch/tag/sha to the commit sha and list the repo's files.
 
         ``prefetch``: small files (config.json, the index) wanted next. When nothing about this revision
         is cached yet, they are requested at ``revision`` together with the revision lookup instead of
         after it, and kept for :meth:`fetch_file` (and the cache, under the commit's URL) if the answer's
-        ``X-Repo-Commit`` is the commit the lookup returned: one round trip instead of three."""
+        ``X-Repo-Commit`` is the commit the lookup returned: one round trip instead of three.
+
+        ``early``: a :class:`hubvram.early.EarlyFetch` of this revision lookup and of ``prefetch``, sent
+        before this client existed; its clean answers are taken (and stored) instead of asking again."""
         revision = revision or "main"
         pinned = bool(_SHA_RE.match(revision))
         url = f"{self.endpoint}/api/models/{repo_id}/revision/{quote(revision, safe='')}"
-        ahead = self._prefetch(repo_id, revision, prefetch, url) if prefetch and not self.offline else None
-        try:
-            r = self._request("api", url, model=repo_id, file=None, revision=revision,
-                              force_refresh=not pinned)
-        finally:
-            if ahead is not None:
-                ahead.answered.set()
-                ahead.shutdown(wait=True)  # the prefetches ran alongside; now they have answered
+        r, ahead = (self._early(early, url, repo_id, revision, prefetch) if early is not None and not self.offline
+                    else (None, None))
+        if r is None:
+            ahead = self._prefetch(repo_id, revision, prefetch, url) if prefetch and not self.offline else None
+            try:
+                r = self._request("api", url, model=repo_id, file=None, revision=revision,
+                                  force_refresh=not pinned)
+            finally:
+                if ahead is not None:
+                    ahead.answered.set()
+                    ahead.shutdown(wait=True)  # the prefetches ran alongside; now they have answered
         try:
             data = r.json()
         except ValueError:
@@ -598,6 +606,57 @@ class HubClient:
                                           session=self._plain)
                         for name in dict.fromkeys(filenames)}
         return pool
+
+    def _early(self, early: Any, url: str, repo_id: str, revision: str,
+               prefetch: Sequence[str]) -> tuple[Any, Any]:
+        """(the revision answer, the prefetched files as ``_prefetch`` gives them) from an EarlyFetch of
+        this URL, the answer stored as the session would store it; (None, None) when it has no answer to
+        take. A refusal is raised as :meth:`_check` raises it; after a 429/5xx the server's Retry-After
+        (or the first backoff) is waited before asking again, as :meth:`_request` would."""
+        if early.urls.get("api") != url:
+            return None, None
+        got = early.answer("api")
+        r = self._early_response(got, "api", repo_id, None, revision)
+        if r is None:
+            self._early_backoff(got)
+            return None, None
+        self._store([(self._session.cache.create_key(requests.Request("GET", url).prepare()), r)])
+        done = SimpleNamespace(futures={})
+        for name in dict.fromkeys(prefetch):
+            future: Future = Future()
+            try:
+                answer = early.answer(name)
+                file_r = self._early_response(answer, "file", repo_id, name, revision)
+                if file_r is None:  # ask now, as _prefetch would have
+                    self._early_backoff(answer)
+                    file_r = self._request("file", early.urls[name], model=repo_id, file=name, revision=revision,
+                                           stream=True, session=self._plain)
+            except HubvramError as e:
+                future.set_exception(e)
+            else:
+                future.set_result(file_r)
+            done.futures[name] = future
+        return r, done
+
+    def _early_response(self, answer: Any, kind: str, model: str, file: str | None, revision: str) -> Any:
+        """An EarlyFetch answer as a response to take (a 200), None to ask again (none came, a redirect,
+        429/5xx: HubClient's retries decide), or the refusal raised as :meth:`_check` raises it."""
+        if answer is None or answer.status in _RETRY_STATUS or 300 <= answer.status < 400:
+            return None
+        from .early import as_response
+
+        self.stats.add(kind)
+        return self._check(as_response(answer), kind, model, file, revision)
+
+    def _early_backoff(self, answer: Any) -> None:
+        """Before asking again after an early 429/5xx: its Retry-After, else the first backoff."""
+        if answer is None or answer.status not in _RETRY_STATUS:
+            return
+        from .early import as_response
+
+        self.stats.add("retries")
+        wait_s = _retry_after(as_response(answer))
+        self._pause(wait_s if wait_s is not None else random.uniform(0, min(BACKOFF_CAP_S, self._backoff_base)), None)
 
     def _keep_prefetched(self, pool: Any, repo_id: str, sha: str, files: set[str]) -> None:
         """Keep the prefetched answers that are of commit ``sha`` for fetch_file, and store them as if they
@@ -753,7 +812,8 @@ class HubClient:
                                           stream=stream, force_refresh=force_refresh)
                 else:
                     r = self._plain_get(url, headers, stream)
-                    if r.status_code == 206:
+                    if r.status_code == 206 or (r.status_code == 200 and "Range" not in (headers or {})
+                                                and _oversized(r) is None):
                         r.content  # noqa: B018 - read here, so that a cut-short body is retried like any
                         #            transport error (requests-cache reads it inside get())
             except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,

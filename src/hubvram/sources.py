@@ -154,10 +154,16 @@ def from_local(ref: ModelRef) -> Metadata:
 # --------------------------------------------------------------------------------------------------
 # Hub
 # --------------------------------------------------------------------------------------------------
-def from_hub(ref: ModelRef, client: "HubClient") -> Metadata:
-    """Resolve the revision, then the memoized Metadata of that commit (:mod:`hubvram.memo`) or the plan above."""
+#: The small files asked for together with the revision lookup (HubClient.repo_info ``prefetch``).
+PREFETCH = ("config.json", SAFETENSORS_INDEX)
+
+
+def from_hub(ref: ModelRef, client: "HubClient", early: Any = None) -> Metadata:
+    """Resolve the revision, then the memoized Metadata of that commit (:mod:`hubvram.memo`) or the plan above.
+    ``early``: a :class:`hubvram.early.EarlyFetch` of the first round trip, for the client to take."""
     model = ref.repo_id
-    info = client.repo_info(model, ref.revision or "main", prefetch=("config.json", SAFETENSORS_INDEX))
+    more = {"early": early} if early is not None else {}
+    info = client.repo_info(model, ref.revision or "main", prefetch=PREFETCH, **more)
     meta = memo_lookup(client, model, info.sha)
     if meta is None:
         meta = _from_hub_files(model, info, client)

@@ -22,7 +22,6 @@ from __future__ import annotations
 import http.client
 import re
 import socket
-import ssl
 import threading
 from types import SimpleNamespace
 from typing import Any
@@ -31,6 +30,8 @@ from urllib.parse import urlsplit
 import requests
 from requests.adapters import BaseAdapter
 from requests.structures import CaseInsensitiveDict
+
+from . import tls
 
 MAX_OTHER_BODY = 1 << 20  # a redirect's or an error's body
 _RANGE_RE = re.compile(r"^bytes=(\d+)-(\d+)$")
@@ -55,7 +56,6 @@ class RangeAdapter(BaseAdapter):
         super().__init__()
         self._idle: dict[_Key, list[http.client.HTTPConnection]] = {}
         self._lock = threading.Lock()
-        self._tls: dict[Any, ssl.SSLContext] = {}
 
     # -- BaseAdapter ----------------------------------------------------------------------------
     def send(self, request: requests.PreparedRequest, stream: bool = False, timeout: Any = None,
@@ -100,7 +100,7 @@ class RangeAdapter(BaseAdapter):
         try:
             if scheme == "https":
                 conn: http.client.HTTPConnection = http.client.HTTPSConnection(
-                    host, port, timeout=connect_s, context=self._context(verify))
+                    host, port, timeout=connect_s, context=tls.context(verify))
             else:
                 conn = http.client.HTTPConnection(host, port, timeout=connect_s)
             conn.connect()
@@ -115,22 +115,6 @@ class RangeAdapter(BaseAdapter):
     def _give_back(self, key: _Key, conn: http.client.HTTPConnection) -> None:
         with self._lock:
             self._idle.setdefault(key, []).append(conn)
-
-    def _context(self, verify: Any) -> ssl.SSLContext:
-        """requests' TLS choices: ``verify`` False (no checks), a CA bundle path, or certifi's bundle."""
-        ctx = self._tls.get(verify)
-        if ctx is None:
-            if verify is False:
-                ctx = ssl.create_default_context()
-                ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
-            else:
-                cafile = verify if isinstance(verify, str) else None
-                if cafile is None:
-                    from requests.utils import DEFAULT_CA_BUNDLE_PATH
-                    cafile = DEFAULT_CA_BUNDLE_PATH
-                ctx = ssl.create_default_context(cafile=cafile)
-            self._tls[verify] = ctx
-        return ctx
 
     def _response(self, request: requests.PreparedRequest, r: http.client.HTTPResponse,
                   conn: http.client.HTTPConnection, key: _Key, asked: re.Match | None) -> requests.Response:
@@ -150,12 +134,24 @@ class RangeAdapter(BaseAdapter):
             self._give_back(key, conn)
         else:
             conn.close()  # unread bytes left (or the server closes): never reused
-        resp = requests.Response()
-        resp.status_code, resp.reason = r.status, r.reason
-        resp.headers = CaseInsensitiveDict(r.getheaders())
-        resp._content, resp._content_consumed = body, True
-        resp.url, resp.request, resp.encoding = request.url, request, None
-        # what requests-cache reads from ``raw`` when it stores the answer (no file pointer: body from _content)
-        resp.raw = SimpleNamespace(decode_content=False, headers=dict(resp.headers), reason=r.reason, status=r.status,
-                                   version=r.version, _request_url=request.url, _fp=None)
-        return resp
+        return build_response(request.url or "", request, r.status, r.reason, r.getheaders(), body, r.version)
+
+
+def build_response(url: str, request: Any, status: int, reason: str, headers: list[tuple[str, str]],
+                   body: bytes, version: int) -> requests.Response:
+    """A complete requests.Response (body read) for an answer received with http.client. ``request``: the
+    PreparedRequest sent, or the headers sent (a PreparedRequest is made of them)."""
+    if not isinstance(request, requests.PreparedRequest):
+        sent = requests.PreparedRequest()
+        sent.method, sent.url, sent.headers = "GET", url, CaseInsensitiveDict(request)
+        sent.body, sent._cookies = None, None  # type: ignore[attr-defined]
+        request = sent
+    resp = requests.Response()
+    resp.status_code, resp.reason = status, reason
+    resp.headers = CaseInsensitiveDict(headers)
+    resp._content, resp._content_consumed = body, True
+    resp.url, resp.request, resp.encoding = url, request, None
+    # what requests-cache reads from ``raw`` when it stores the answer (no file pointer: body from _content)
+    resp.raw = SimpleNamespace(decode_content=False, headers=dict(resp.headers), reason=reason, status=status,
+                               version=version, _request_url=url, _fp=None)
+    return resp
