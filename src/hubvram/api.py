@@ -9,8 +9,9 @@ Where answers come from, in order: a local folder (no network); otherwise the Hu
 (online: live metadata wins); when offline (``--offline`` / ``HF_HUB_OFFLINE=1``) the HTTP cache, then the
 metadata store (``hubvram cache import``), then the bundled snapshot; when the network is unreachable, the
 same three with a warning. Offline with no HTTP cache file, neither requests nor the cache is touched.
-A commit fetched before is answered from its memo (:mod:`hubvram.memo`) instead of its stored headers, and
-a warm online run tries :mod:`hubvram.fastpath` (no HTTP stack) before it makes a client.
+A commit fetched before is answered from its memo (:mod:`hubvram.memo`) instead of its stored headers; a
+warm online run tries :mod:`hubvram.fastpath` (no HTTP stack) before it makes a client, and a first fetch
+starts its first round trip (:mod:`hubvram.early`) before it makes one.
 """
 
 from __future__ import annotations
