@@ -70,3 +70,19 @@ def test_answers_keep_a_refusal_s_headers_and_only_whole_bodies(fakehub, env):
     assert f.answer("not-asked") is None
     r = early.as_response(config)
     assert (r.status_code, r.content, r.request.headers["Authorization"]) == (200, config.body, "Bearer hf_x")
+
+
+@pytest.mark.parametrize("env_vars", [{}, {"HTTPS_PROXY": "http://p:1"}, {"http_proxy": "http://p:1"},
+                                      {"ALL_PROXY": "socks5://p:1"}, {"ftp_proxy": "http://p:1"},
+                                      {"NO_PROXY": "localhost"}, {"https_proxy": ""}])
+def test_proxies_configured_sees_what_urllib_and_requests_see(env, monkeypatch, env_vars):
+    import sys
+    import urllib.request
+
+    from hubvram.netenv import proxies_configured
+
+    for name, value in env_vars.items():
+        monkeypatch.setenv(name, value)
+    if sys.platform not in ("darwin", "win32"):
+        assert proxies_configured() == any(s != "no" for s in urllib.request.getproxies())
+    assert proxies_configured() == any(v and k.lower() != "no_proxy" for k, v in env_vars.items())

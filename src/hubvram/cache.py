@@ -45,7 +45,6 @@ import json
 import os
 import re
 import sqlite3
-import tempfile
 import threading
 import zlib
 from concurrent.futures import ThreadPoolExecutor
@@ -54,9 +53,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 from urllib.parse import quote, unquote, urlsplit
 
-from . import snapshot
+from . import memo, snapshot
 from .errors import CacheError, HubvramError, InputError, ModelRefError
-from .metadata import Metadata, ModelRef
+from .fileio import atomic_write, private_dir
+from .metadata import SHA_RE, Metadata, ModelRef
 from .sources import cache_root
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -74,7 +74,6 @@ EXPORT_FORMAT = "hubvram-export/1"
 GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
 MAX_ARCHIVE_BYTES = 1 << 30          # compressed
 MAX_ARCHIVE_JSON_BYTES = 4 << 30     # decompressed (gzip bomb guard)
-_SHA_RE = re.compile(r"^[0-9a-f]{40}$")
 _HEX64_RE = re.compile(r"^[0-9a-f]{64}$")
 _API_RE = re.compile(r"/api/models/(?P<repo>[^/]+(?:/[^/]+)?)/revision/(?P<rev>[^/?#]+)$")
 _RESOLVE_RE = re.compile(r"/(?P<repo>[^/]+(?:/[^/]+)?)/resolve/(?P<rev>[^/]+)/(?P<file>.+)$")
@@ -112,31 +111,6 @@ def canonical_json(obj: Any) -> bytes:
 
 def _sha256(obj: Any) -> str:
     return hashlib.sha256(canonical_json(obj)).hexdigest()
-
-
-def _private_dir(path: Path) -> Path:
-    if not path.is_dir():
-        path.mkdir(parents=True, mode=0o700, exist_ok=True)
-        os.chmod(path, 0o700)
-    return path
-
-
-def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and ``os.replace``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 def _model_stem(model_id: str) -> str:
@@ -188,7 +162,7 @@ def store_lookup(ref: ModelRef, cache_dir: str | os.PathLike | None = None) -> M
         return None
     rev = ref.revision
     sha = None
-    if rev is not None and _SHA_RE.match(rev):
+    if rev is not None and SHA_RE.match(rev):
         sha = rev
     else:
         refp = branches.get(rev or "main")
@@ -240,7 +214,7 @@ def entry_to_metadata(entry: Mapping[str, Any], *, file: str, imported: bool = F
 
 def metadata_to_store_entry(meta: Metadata, *, fetched: dt.datetime | None) -> dict[str, Any]:
     """Metadata from the Hub -> a ``hubvram-snapshot/1`` entry with the extras (full inventory always)."""
-    if not meta.revision or not _SHA_RE.match(meta.revision):
+    if not meta.revision or not SHA_RE.match(meta.revision):
         raise CacheError("only Hub metadata at a commit sha can be exported", model=meta.model_id)
     when = fetched or _now()
     entry = snapshot.metadata_to_entry(meta, recorded=when.date().isoformat())
@@ -415,7 +389,7 @@ def _api_sha(obj: Mapping[str, Any]) -> str | None:
     except (ValueError, TypeError, RecursionError):
         return None
     sha = data.get("sha") if isinstance(data, dict) else None
-    return sha if isinstance(sha, str) and _SHA_RE.match(sha) else None
+    return sha if isinstance(sha, str) and SHA_RE.match(sha) else None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -460,11 +434,11 @@ def list_models(cache_dir: str | os.PathLike | None = None) -> list[CachedModel]
         for r in rs:
             if r.api_sha:
                 shas[r.api_sha] = None
-                if not _SHA_RE.match(r.api_rev or ""):
+                if not SHA_RE.match(r.api_rev or ""):
                     t = r.created or dt.datetime.min.replace(tzinfo=dt.timezone.utc)
                     if r.api_rev not in refs_seen or t >= refs_seen[r.api_rev][0]:
                         refs_seen[r.api_rev] = (t, r.api_sha)  # type: ignore[index]
-            if r.file_rev and _SHA_RE.match(r.file_rev):
+            if r.file_rev and SHA_RE.match(r.file_rev):
                 shas[r.file_rev] = None
         times = [r.created for r in rs if r.created]
         expiries = [r.expires for r in rs if r.expires]
@@ -531,8 +505,6 @@ def info(cache_dir: str | os.PathLike | None = None, *, max_age: float | None | 
     rows, redirects, _ = _read_rows(db)
     size = sum(p.stat().st_size for p in (db, Path(f"{db}-wal"), Path(f"{db}-shm")) if p.exists())
     store_files = [p for p in _store_files(root) if p.suffix == ".json"]
-    from . import memo
-
     memo_files = memo.files(root)
     return CacheInfo(
         cache_dir=root, http_cache=db, http_cache_bytes=size, http_entries=len(rows), http_redirects=redirects,
@@ -586,7 +558,7 @@ def clear(model: str | None = None, cache_dir: str | os.PathLike | None = None) 
         for p in files:
             n_bytes += p.stat().st_size
             p.unlink()
-        n_memo, memo_bytes = _clear_memo(root, None)
+        n_memo, memo_bytes = memo.remove(root, None)
         return ClearResult(None, n_rows, len(files), n_bytes + memo_bytes, n_memo)
     if "@" in model:
         raise ModelRefError("give a model id without @revision (clear removes every revision)", model=model)
@@ -616,23 +588,9 @@ def clear(model: str | None = None, cache_dir: str | os.PathLike | None = None) 
             n_bytes += p.stat().st_size
             p.unlink()
             removed += 1
-    n_memo, memo_bytes = _clear_memo(root, ref.repo_id)
+    n_memo, memo_bytes = memo.remove(root, ref.repo_id)
     return ClearResult(ref.repo_id, len(keys), removed, n_bytes + memo_bytes, n_memo)
 
-
-def _clear_memo(root: Path, repo_id: str | None) -> tuple[int, int]:
-    """Remove the memo files (of one model): (files, bytes)."""
-    from . import memo
-
-    paths = memo.files(root, repo_id)
-    n_bytes = 0
-    for p in paths:
-        try:
-            n_bytes += p.stat().st_size
-            p.unlink()
-        except FileNotFoundError:  # another run cleared it meanwhile
-            pass
-    return len(paths), n_bytes
 
 
 # --------------------------------------------------------------------------------------------------
@@ -751,7 +709,7 @@ def _http_revisions(cache_dir) -> list[tuple[str, str, str, dt.datetime | None, 
     # a branch points at the sha of its newest answer
     latest: dict[tuple[str, str], _Row] = {}
     for r in rows:
-        if r.model and r.api_sha and r.api_rev and not _SHA_RE.match(r.api_rev):
+        if r.model and r.api_sha and r.api_rev and not SHA_RE.match(r.api_rev):
             k = (r.model.lower(), r.api_rev)
             if k not in latest or (r.created or dt.datetime.min.replace(tzinfo=dt.timezone.utc)) >= \
                     (latest[k].created or dt.datetime.min.replace(tzinfo=dt.timezone.utc)):
@@ -907,9 +865,9 @@ def read_archive(path: str | os.PathLike) -> list[tuple[dict[str, Any], dict[str
             raise fail(f"{where}: {e.message}") from None
         mid, sha = entry["model_id"], entry.get("revision")
         where = f"{where} ({mid})"
-        if not isinstance(sha, str) or not _SHA_RE.match(sha):
+        if not isinstance(sha, str) or not SHA_RE.match(sha):
             raise fail(f"{where} has no commit sha")
-        if not all(isinstance(k, str) and k and not _SHA_RE.match(k) and isinstance(v, str) and _parse_time(v)
+        if not all(isinstance(k, str) and k and not SHA_RE.match(k) and isinstance(v, str) and _parse_time(v)
                    for k, v in refs.items()):
             raise fail(f"{where} has malformed branch records")
         bad = _bad_extras(entry)
@@ -958,8 +916,8 @@ def import_(path: str | os.PathLike, cache_dir: str | os.PathLike | None = None)
     existing = {p.name for p in _store_files(root)}
     new = refs_written = 0
     if items:
-        _private_dir(root)
-        _private_dir(d)
+        private_dir(root)
+        private_dir(d)
     for entry, refs in items:
         stem = _model_stem(entry["model_id"])
         name = f"{stem}@{entry['revision']}.json"

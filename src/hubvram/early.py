@@ -12,7 +12,6 @@ can produce (:func:`hubvram.tokens.plain_token`).
 
 from __future__ import annotations
 
-import os
 import threading
 from typing import Any, Sequence
 from urllib.parse import quote, urlsplit
@@ -21,7 +20,6 @@ from .tokens import plain_token
 
 MAX_BODY = 50_000_000  # = hub.MAX_FILE_BYTES
 TIMEOUT_S = 5.0  # = HubClient's connect timeout; a slower answer is asked again by HubClient
-_PROXY_VARS = ("http_proxy", "https_proxy", "all_proxy")
 
 
 class Answer:
@@ -79,7 +77,9 @@ def direct_token(endpoint: str, token: str | bool | None) -> str | bool | None:
     """The token to send with a direct (http.client) request to ``endpoint``: ``token`` itself, or the plain
     one when ``token`` is None (False: none); None when no direct request should be made: a proxy is
     configured, the endpoint is not plain http(s), or only huggingface_hub can give the token."""
-    if any(os.environ.get(v) or os.environ.get(v.upper()) for v in _PROXY_VARS):
+    from .netenv import proxies_configured
+
+    if proxies_configured():
         return None
     parts = urlsplit(endpoint)
     if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
@@ -102,10 +102,10 @@ def get_once(url: str, headers: dict[str, str]) -> Answer | None:
     parts = urlsplit(url)
     target = parts.path + (f"?{parts.query}" if parts.query else "")
     if parts.scheme == "https":
-        from . import tls
+        from . import netenv
 
         conn: http.client.HTTPConnection = http.client.HTTPSConnection(
-            parts.hostname, parts.port, timeout=TIMEOUT_S, context=tls.context(True))
+            parts.hostname, parts.port, timeout=TIMEOUT_S, context=netenv.context(True))
     else:
         conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=TIMEOUT_S)
     try:

@@ -20,16 +20,14 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from urllib.parse import quote
 
 from . import memo
 from .early import direct_token, get_once, request_headers
 from .errors import HubvramError
 from .httpcache import default_endpoint, max_age_from_env, open_reader, parse_max_age, parse_revision_answer
-from .metadata import Metadata, ModelRef
+from .metadata import SHA_RE, Metadata, ModelRef
 
-_SHA_RE = re.compile(r"^[0-9a-f]{40}$")
 
 
 def answer(ref: ModelRef, *, cache_dir=None, endpoint: str | None = None, token: str | bool | None = None,
@@ -43,7 +41,7 @@ def answer(ref: ModelRef, *, cache_dir=None, endpoint: str | None = None, token:
     except ValueError:
         return None  # HubClient reports it
     revision = ref.revision or "main"
-    if _SHA_RE.match(revision):
+    if SHA_RE.match(revision):
         return memo.lookup(ref.repo_id, revision, endpoint=endpoint, cache_dir=cache_dir, max_age=age)
     seen = _last_seen(ref.repo_id, revision, cache_dir, endpoint)
     meta = memo.lookup(ref.repo_id, seen, endpoint=endpoint, cache_dir=cache_dir, max_age=age) if seen else None

@@ -32,6 +32,7 @@ from typing import Any, Callable, Mapping, Sequence
 from urllib.parse import quote
 
 from .errors import HeaderError, HubError, OfflineMissError
+from .metadata import SHA_RE
 from .safetensors import FIRST_READ_BYTES, MAX_HEADER_BYTES, header_length
 
 __all__ = ["CacheReader", "RepoInfo", "Stats", "cache_key", "max_age_from_env", "open_reader", "parse_max_age",
@@ -41,7 +42,6 @@ DEFAULT_ENDPOINT = "https://huggingface.co"
 OFFLINE_HINT = "run `hubvram cache warm {repo_id}` with a network first"
 #: ``str()`` of hubvram.hub._SafeJSONPipeline, the last part of every key requests-cache computes for us.
 SERIALIZER_ID = "SerializerPipeline(name=hubvram-json-v1, n_stages=3)"
-_SHA_RE = re.compile(r"^[0-9a-f]{40}$")
 _CONTENT_RANGE_RE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
 #: URLs that requests and url_normalize leave exactly as they are: lower-case http(s) host, no default
 #: port, a path of unreserved characters only (no percent-escapes, no dot segments), no query, no fragment.
@@ -126,7 +126,7 @@ def parse_revision_answer(data: Any, *, endpoint: str, repo_id: str, revision: s
         total = total if type(total) is int and total >= 0 else None
     except (ValueError, KeyError, TypeError, AttributeError):
         raise HubError(f"unexpected answer from {endpoint} for revision {revision!r}", model=repo_id) from None
-    if not isinstance(sha, str) or not _SHA_RE.match(sha) or not all(isinstance(f, str) for f in files):
+    if not isinstance(sha, str) or not SHA_RE.match(sha) or not all(isinstance(f, str) for f in files):
         raise HubError(f"unexpected answer from {endpoint} for revision {revision!r}", model=repo_id)
     return RepoInfo(repo_id=repo_id, sha=sha, files=files, safetensors_total=total)
 

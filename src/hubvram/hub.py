@@ -52,7 +52,6 @@ import time
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from datetime import timedelta
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any, Mapping, Sequence
 from urllib.parse import quote, urljoin, urlsplit
 
@@ -69,8 +68,11 @@ from requests_cache.serializers.preconf import json_preconf_stage
 
 from .errors import (ConfigError, EntryNotFoundError, GatedRepoError, HeaderError, HubError, HubvramError,
                      NetworkError, OfflineMissError, RepoNotFoundError, RevisionNotFoundError)
+from .fileio import private_dir
 from .httpcache import (DEFAULT_MAX_AGE_S, OFFLINE_HINT, RepoInfo, Stats, cache_key,  # noqa: F401 (re-exported)
                         max_age_from_env, parse_max_age, parse_revision_answer, range_header, read_header)
+from .metadata import SHA_RE
+from .netenv import proxies_configured
 from .safetensors import FIRST_READ_BYTES, MAX_HEADER_BYTES
 from .sources import cache_root, default_cache_dir  # noqa: F401  (default_cache_dir: part of this module's API)
 from .tokens import hub_token
@@ -79,7 +81,6 @@ from .workers import Workers
 
 __all__ = ["HubClient", "RepoInfo", "Stats", "default_cache_dir", "max_age_from_env", "parse_max_age"]
 
-_SHA_RE = re.compile(r"^[0-9a-f]{40}$")
 _KEY_RE = re.compile(r"^[0-9a-f]{1,128}$")  # requests-cache keys are hex digests
 _LOOK_UP = object()  # _ranged: the stored answer has not been looked up yet
 _RANGE_RE = re.compile(r"^bytes=(\d+)-(\d+)$")
@@ -139,10 +140,7 @@ class _SafeJSONPipeline(SerializerPipeline):
 
 
 def _private_db(cache_dir: Path) -> Path:
-    if not cache_dir.is_dir():
-        cache_dir.mkdir(parents=True, mode=0o700, exist_ok=True)
-        os.chmod(cache_dir, 0o700)
-    db = cache_dir / "http_cache.sqlite"
+    db = private_dir(cache_dir) / "http_cache.sqlite"
     # Create the file 0600 before SQLite does: SQLite gives -wal/-shm the database file's mode.
     os.close(os.open(db, os.O_CREAT | os.O_RDWR, 0o600))
     for path in (db, Path(f"{db}-wal"), Path(f"{db}-shm")):
@@ -164,7 +162,7 @@ def _cache_lock(cache_dir: Path):
     except ImportError:  # pragma: no cover - Windows: no lock, the check is still made
         yield
         return
-    cache_dir.mkdir(parents=True, mode=0o700, exist_ok=True)
+    private_dir(cache_dir)
     fd = os.open(cache_dir / "http_cache.sqlite.lock", os.O_CREAT | os.O_RDWR, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
@@ -260,9 +258,7 @@ def _quiet_environment(session: requests.Session) -> None:
     """When no proxy is configured (environment or OS), stop requests from re-reading the environment for
     proxies and ~/.netrc on every request and redirect (``trust_env``, ~0.4 ms each: a header read is two
     requests); the CA bundle variables it would read are read once here."""
-    import urllib.request
-
-    if any(scheme != "no" for scheme in urllib.request.getproxies()):  # NO_PROXY alone proxies nothing
+    if proxies_configured():
         return
     session.trust_env = False
     session.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
@@ -469,10 +465,11 @@ class HubClient:
         ``early``: a :class:`hubvram.early.EarlyFetch` of this revision lookup and of ``prefetch``, sent
         before this client existed; its clean answers are taken (and stored) instead of asking again."""
         revision = revision or "main"
-        pinned = bool(_SHA_RE.match(revision))
+        pinned = bool(SHA_RE.match(revision))
         url = f"{self.endpoint}/api/models/{repo_id}/revision/{quote(revision, safe='')}"
-        r, ahead = (self._early(early, url, repo_id, revision, prefetch) if early is not None and not self.offline
-                    else (None, None))
+        # the prefetched small files: filename -> Future of its response (None: nothing prefetched)
+        r, fetched = (self._early(early, url, repo_id, revision, prefetch) if early is not None and not self.offline
+                      else (None, None))
         if r is None:
             ahead = self._prefetch(repo_id, revision, prefetch, url) if prefetch and not self.offline else None
             try:
@@ -482,6 +479,7 @@ class HubClient:
                 if ahead is not None:
                     ahead.answered.set()
                     ahead.shutdown(wait=True)  # the prefetches ran alongside; now they have answered
+            fetched = ahead.futures if ahead is not None else None
         try:
             data = r.json()
         except ValueError:
@@ -496,8 +494,8 @@ class HubClient:
             key = cache.create_key(requests.Request("GET", sha_url).prepare())
             if not cache.contains(key=key):
                 cache.save_response(r, key)
-        if ahead is not None:
-            self._keep_prefetched(ahead, repo_id, sha, set(files))
+        if fetched is not None:
+            self._keep_prefetched(fetched, repo_id, sha, set(files))
         return info
 
     def fetch_file(self, repo_id: str, sha: str, filename: str) -> bytes:
@@ -609,7 +607,7 @@ class HubClient:
 
     def _early(self, early: Any, url: str, repo_id: str, revision: str,
                prefetch: Sequence[str]) -> tuple[Any, Any]:
-        """(the revision answer, the prefetched files as ``_prefetch`` gives them) from an EarlyFetch of
+        """(the revision answer, {filename: Future of its response}) from an EarlyFetch of
         this URL, the answer stored as the session would store it; (None, None) when it has no answer to
         take. A refusal is raised as :meth:`_check` raises it; after a 429/5xx the server's Retry-After
         (or the first backoff) is waited before asking again, as :meth:`_request` would."""
@@ -621,7 +619,7 @@ class HubClient:
             self._early_backoff(got)
             return None, None
         self._store([(self._session.cache.create_key(requests.Request("GET", url).prepare()), r)])
-        done = SimpleNamespace(futures={})
+        fetched: dict[str, Future] = {}
         for name in dict.fromkeys(prefetch):
             future: Future = Future()
             try:
@@ -635,8 +633,8 @@ class HubClient:
                 future.set_exception(e)
             else:
                 future.set_result(file_r)
-            done.futures[name] = future
-        return r, done
+            fetched[name] = future
+        return r, fetched
 
     def _early_response(self, answer: Any, kind: str, model: str, file: str | None, revision: str) -> Any:
         """An EarlyFetch answer as a response to take (a 200), None to ask again (none came, a redirect,
@@ -656,14 +654,14 @@ class HubClient:
 
         self.stats.add("retries")
         wait_s = _retry_after(as_response(answer))
-        self._pause(wait_s if wait_s is not None else random.uniform(0, min(BACKOFF_CAP_S, self._backoff_base)), None)
+        self._pause(wait_s if wait_s is not None else self._backoff(0), None)
 
-    def _keep_prefetched(self, pool: Any, repo_id: str, sha: str, files: set[str]) -> None:
+    def _keep_prefetched(self, fetched: Mapping[str, Future], repo_id: str, sha: str, files: set[str]) -> None:
         """Keep the prefetched answers that are of commit ``sha`` for fetch_file, and store them as if they
         had been fetched at the commit's URL. Anything else (not in the repo, failed, another commit, a
         redirect) is dropped: fetch_file then asks again, pinned to the commit, and reports the error."""
         keep = []
-        for name, future in pool.futures.items():
+        for name, future in fetched.items():
             if name in files and isinstance(future.exception(), GatedRepoError):
                 self._prefetched[(repo_id, sha, name)] = future.exception()  # type: ignore[assignment]
             if name not in files or future.exception() is not None:
@@ -838,8 +836,7 @@ class HubClient:
                         return self._check(r, kind, model, file, revision)
                     problem = defect
                     r.close()
-            delay = wait_s if wait_s is not None else random.uniform(
-                0, min(BACKOFF_CAP_S, self._backoff_base * 2 ** attempt))
+            delay = wait_s if wait_s is not None else self._backoff(attempt)
             if attempt >= self.retries or time.monotonic() + delay > deadline:
                 what = f"{kind} request failed after {attempt + 1} tries ({problem})"
                 raise NetworkError(what, model=model, file=file, hint=NETWORK_HINT)
@@ -871,6 +868,10 @@ class HubClient:
             history.append(r)
             url = requests.utils.requote_uri(urljoin(r.url, r.headers["location"]))
         raise requests.TooManyRedirects(f"Exceeded {s.max_redirects} redirects.", response=r)
+
+    def _backoff(self, attempt: int) -> float:
+        """Seconds to wait before try ``attempt + 2`` when the server named none: full jitter, capped."""
+        return random.uniform(0, min(BACKOFF_CAP_S, self._backoff_base * 2 ** attempt))
 
     def _pause(self, seconds: float, cancel: threading.Event | None) -> None:
         if cancel is not None:

@@ -25,13 +25,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Mapping
 
-from .metadata import DTYPE_BITS, Metadata, Provenance
+from .fileio import atomic_write, private_dir
+from .metadata import DTYPE_BITS, SHA_RE, Metadata, Provenance
 from .snapshot import tensors_from_json, tensors_to_json
 from .sources import cache_root
 
@@ -40,7 +39,6 @@ DIRNAME = "memo"
 #: The modules whose code decides what Metadata a commit's files give; the memo is keyed by their bytes.
 CODE_MODULES = ("metadata.py", "sources.py", "safetensors.py", "inventory.py", "config.py", "jsonlimits.py",
                 "snapshot.py", "memo.py")
-_SHA_RE = re.compile(r"^[0-9a-f]{40}$")
 _code_digest: str | None = None
 
 
@@ -73,7 +71,7 @@ def lookup(repo_id: str, sha: str, *, endpoint: str, cache_dir: str | os.PathLik
            max_age: float | None = None) -> Metadata | None:
     """The memoized Metadata of ``repo_id`` at commit ``sha``, or None. ``max_age`` (seconds; None: any
     age): older files are a miss, as online reads of the HTTP cache revalidate entries that old."""
-    if not _SHA_RE.match(sha) or code_digest() is None:
+    if not SHA_RE.match(sha) or code_digest() is None:
         return None
     try:
         obj = json.loads(_path(cache_dir, repo_id, sha).read_bytes())
@@ -94,27 +92,31 @@ def lookup(repo_id: str, sha: str, *, endpoint: str, cache_dir: str | os.PathLik
 def store(meta: Metadata, *, endpoint: str, cache_dir: str | os.PathLike | None = None) -> bool:
     """Memoize Hub metadata at a commit sha; False (and nothing written) when it is not that, or the
     folder cannot be written (a read-only cache still answers from the HTTP cache)."""
-    if meta.source != "hub" or not meta.revision or not _SHA_RE.match(meta.revision) or code_digest() is None:
+    if meta.source != "hub" or not meta.revision or not SHA_RE.match(meta.revision) or code_digest() is None:
         return False
     doc = {"format": FORMAT, "code": code_digest(), "endpoint": endpoint, "created": time.time(),
            "metadata": metadata_to_json(meta)}
     path = _path(cache_dir, meta.model_id, meta.revision)
     try:
-        folder = path.parent
-        if not folder.is_dir():
-            folder.mkdir(parents=True, mode=0o700, exist_ok=True)
-            os.chmod(folder, 0o700)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".json")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(json.dumps(doc, separators=(",", ":")).encode("utf-8"))
-            os.replace(tmp, path)  # mkstemp made it 0600
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        private_dir(path.parent)
+        # not fsynced: a file lost or cut by a crash is unreadable, i.e. a miss, and is made again
+        atomic_write(path, json.dumps(doc, separators=(",", ":")).encode("utf-8"), durable=False)
     except OSError:
         return False
     return True
+
+
+def remove(cache_dir: str | os.PathLike | None = None, repo_id: str | None = None) -> tuple[int, int]:
+    """Remove the memo files (of one model, any spelling, when ``repo_id`` is given): (files, bytes)."""
+    paths = files(cache_dir, repo_id)
+    n_bytes = 0
+    for p in paths:
+        try:
+            n_bytes += p.stat().st_size
+            p.unlink()
+        except FileNotFoundError:  # another run removed it meanwhile
+            pass
+    return len(paths), n_bytes
 
 
 def files(cache_dir: str | os.PathLike | None = None, repo_id: str | None = None) -> list[Path]:

@@ -81,6 +81,8 @@ def group_experts(tensors: "Iterable[TensorInfo]") -> tuple[TensorInfo, ...]:
     return tuple(TensorInfo(n, d, s, c) for (n, d, s), c in groups.items())
 
 
+#: A full commit sha, as the Hub writes it (40 lower-case hex digits).
+SHA_RE = re.compile(r"^[0-9a-f]{40}$")
 _REPO_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
 _SINGLE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
 _REV_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/+-]{0,254}$")

@@ -31,7 +31,7 @@ import requests
 from requests.adapters import BaseAdapter
 from requests.structures import CaseInsensitiveDict
 
-from . import tls
+from . import netenv
 
 MAX_OTHER_BODY = 1 << 20  # a redirect's or an error's body
 _RANGE_RE = re.compile(r"^bytes=(\d+)-(\d+)$")
@@ -100,7 +100,7 @@ class RangeAdapter(BaseAdapter):
         try:
             if scheme == "https":
                 conn: http.client.HTTPConnection = http.client.HTTPSConnection(
-                    host, port, timeout=connect_s, context=tls.context(verify))
+                    host, port, timeout=connect_s, context=netenv.context(verify))
             else:
                 conn = http.client.HTTPConnection(host, port, timeout=connect_s)
             conn.connect()
